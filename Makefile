@@ -1,0 +1,28 @@
+# `make test` and `make demo` each create .venv when missing and install zoo into it first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.zoo-installed
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# pytest exits 5 when it collects no tests; that is not a failure of the suite.
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+demo: $(STAMP)
+	$(PY) -m zoo.demo
+
+bench: $(STAMP)
+	$(PY) bench/registry.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

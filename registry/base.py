@@ -1,0 +1,142 @@
+"""The ``Registry`` interface shared by the local and the Hub registry, and how references resolve.
+
+A *reference* names one expert: its full id, a unique id prefix (at least 4 hex digits), a tag (such as
+``base:latest``) or a name (the newest expert of that name). A :class:`Query` selects many.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .card import ExpertCard
+from .errors import AmbiguousReferenceError, ExpertNotFoundError, ZooError
+from .expert import Expert
+
+_METRIC = re.compile(r"\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*")
+
+
+@dataclass(frozen=True)
+class MetricFilter:
+    """A condition on a recorded metric, such as ``accuracy>=0.9``."""
+
+    key: str
+    op: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> "MetricFilter":
+        """Parse ``KEY OP VALUE`` with OP one of ``>= <= > < ==``."""
+        m = _METRIC.fullmatch(text)
+        if not m:
+            raise ZooError(f"invalid metric filter {text!r}: expected KEY>=VALUE (or <=, >, <, ==)")
+        return cls(m.group(1), m.group(2), float(m.group(3)))
+
+    def holds(self, value: float | None) -> bool:
+        """Whether ``value`` satisfies the condition (a missing metric never does)."""
+        if value is None:
+            return False
+        return {">=": value >= self.value, "<=": value <= self.value, ">": value > self.value,
+                "<": value < self.value, "==": value == self.value}[self.op]
+
+
+@dataclass(frozen=True)
+class Query:
+    """Filters for :meth:`Registry.find`; every given field must match (``None`` matches anything)."""
+
+    task: int | None = None
+    architecture: str | None = None
+    parent: str | None = None
+    tag: str | None = None
+    name: str | None = None
+    method: str | None = None
+    label: str | None = None
+    metric: MetricFilter | None = None
+
+    def matches(self, card: ExpertCard, tags: dict[str, str]) -> bool:
+        """Whether ``card`` satisfies the query; ``tags`` maps registry tags to expert ids."""
+        return ((self.task is None or self.task in card.task_ids)
+                and (self.architecture is None or card.architecture == self.architecture)
+                and (self.parent is None or any(p.id == self.parent for p in card.parents))
+                and (self.tag is None or tags.get(self.tag) == card.id)
+                and (self.name is None or card.name == self.name)
+                and (self.method is None or card.method == self.method)
+                and (self.label is None or self.label in card.labels)
+                and (self.metric is None or self.metric.holds(card.metrics.get(self.metric.key))))
+
+
+def resolve_among(ref: str, cards: Sequence[ExpertCard], tags: dict[str, str], where: str) -> ExpertCard:
+    """Resolve a reference against a list of cards (id, tag, name, then id prefix); raise clear errors."""
+    by_id = {c.id: c for c in cards}
+    if ref in by_id:
+        return by_id[ref]
+    if ref in tags:
+        target = tags[ref]
+        if target not in by_id:
+            raise ExpertNotFoundError(f"tag {ref!r} points at {target}, which is not in {where}")
+        return by_id[target]
+    named = [c for c in cards if c.name == ref]
+    if named:
+        return max(named, key=lambda c: (c.created_at, c.id))
+    if len(ref) >= 4 and all(ch in "0123456789abcdef" for ch in ref):
+        hits = [c for c in cards if c.id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise AmbiguousReferenceError(f"id prefix {ref!r} matches {len(hits)} experts in {where}; give more digits")
+    raise ExpertNotFoundError(f"no expert {ref!r} in {where} (not an id, id prefix, tag or name)")
+
+
+class Registry(ABC):
+    """Where experts live. Implemented by :class:`~registry.local.LocalRegistry` and
+    :class:`~registry.hub.HubRegistry`, both opened from a URI with :func:`registry.open_registry`."""
+
+    uri: str
+
+    @abstractmethod
+    def add(self, expert: Expert | str | Path) -> ExpertCard:
+        """Store an expert (a no-op if an expert with the same id is already there) and return its card."""
+
+    @abstractmethod
+    def get(self, ref: str) -> Expert:
+        """The expert a reference names, as a local folder ready to load."""
+
+    @abstractmethod
+    def card(self, ref: str) -> ExpertCard:
+        """The card of the expert a reference names (without downloading weights)."""
+
+    @abstractmethod
+    def find(self, query: Query | None = None) -> list[ExpertCard]:
+        """Cards of the experts matching ``query`` (all when ``None``), oldest first."""
+
+    @abstractmethod
+    def remove(self, ref: str) -> ExpertCard:
+        """Delete an expert (and the tags that point at it); return its card."""
+
+    @abstractmethod
+    def tags(self) -> dict[str, str]:
+        """All tags, mapped to expert ids."""
+
+    @abstractmethod
+    def tag(self, tag: str, ref: str) -> ExpertCard:
+        """Point ``tag`` at an expert (tags move: an existing tag is re-pointed)."""
+
+    @abstractmethod
+    def untag(self, tag: str) -> None:
+        """Remove a tag (the expert stays)."""
+
+    @abstractmethod
+    def verify(self, refs: Iterable[str] | None = None) -> list[str]:
+        """Check experts' files against their cards; return one line per problem (empty when all is well)."""
+
+    def select(self, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
+        """Cards named by ``refs`` plus those matching ``query``; with neither, every expert. No duplicates."""
+        refs = list(refs)
+        chosen = [self.card(r) for r in refs]
+        if query is not None or not refs:
+            chosen += self.find(query)
+        seen: set[str] = set()
+        return [c for c in chosen if not (c.id in seen or seen.add(c.id))]

@@ -1,0 +1,341 @@
+"""Expert = card + weights (+ optional buffer): writing and reading one expert folder.
+
+An expert folder holds ``config.json``, ``model.safetensors`` (or shards plus
+``model.safetensors.index.json``), ``zoo.json``, an optional ``buffer.safetensors`` and a ``README.md`` model
+card. :func:`write_expert` creates one from a module; :class:`Expert` reads one back, strictly: every file is
+checked against its sha256 in ``zoo.json`` as it is read, and the weights must fit the architecture exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from .card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, render_model_card
+from .errors import ArchitectureMismatchError, CardError, CorruptExpertError
+from .names import validate_name
+from .settings import DEFAULT_MAX_SHARD_SIZE, zoo_version
+from .tensorfile import ContentDigest, file_tensors, read_header
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
+BUFFER_FILE = "buffer.safetensors"
+README_FILE = "README.md"
+_CHUNK = 8 * 1024 * 1024
+
+
+# --- hashing helpers --------------------------------------------------------------------------------------
+
+def sha256_file(path: Path) -> FileRecord:
+    """sha256 and size of a file, read in chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return FileRecord(h.hexdigest(), size)
+
+
+def read_verified(path: Path, record: FileRecord) -> bytes:
+    """Read a whole file and check it against its recorded sha256 and size; raise CorruptExpertError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptExpertError(f"{path.parent.name}/{path.name}: file is missing") from None
+    if len(data) != record.size:
+        raise CorruptExpertError(f"{path.name}: size {len(data)} bytes, zoo.json records {record.size} "
+                                 f"(truncated or modified)")
+    if hashlib.sha256(data).hexdigest() != record.sha256:
+        raise CorruptExpertError(f"{path.name}: sha256 mismatch (the file was modified or corrupted)")
+    return data
+
+
+def _write(path: Path, data: bytes, fsync: bool) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# --- torch <-> safetensors dtypes --------------------------------------------------------------------------
+
+def _dtype_name(t: "torch.Tensor") -> str:
+    import torch
+
+    names = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+             torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+             torch.bool: "BOOL"}
+    try:
+        return names[t.dtype]
+    except KeyError:
+        raise ValueError(f"tensor dtype {t.dtype} is not supported in an expert") from None
+
+
+def _raw(t: "torch.Tensor") -> Any:
+    import torch
+
+    return t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+
+
+def _digest_tensors(digest: ContentDigest, group: str, tensors: Mapping[str, "torch.Tensor"]) -> None:
+    for name in sorted(tensors):
+        t = tensors[name]
+        digest.add_tensor(group, name, _dtype_name(t), t.shape, _raw(t))
+
+
+def _identity(name: str, config: dict[str, Any], tasks: list[TaskSpec], parents: list[ParentRef]) -> dict[str, Any]:
+    # What names an expert besides its tensors. The card's timestamps and metrics are left out on purpose, so
+    # that the same trained model saved twice gets the same id.
+    return {
+        "name": name,
+        "config": {k: config[k] for k in ("architecture", "num_classes", "model_args", "heads") if k in config},
+        "tasks": [[t.id, list(t.classes)] for t in tasks],
+        "parents": [[p.id, p.digest, p.role] for p in parents],
+    }
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+def write_expert(
+    directory: str | Path,
+    model: "nn.Module",
+    *,
+    name: str,
+    tasks: Iterable[TaskSpec | tuple[int, Iterable[int]]],
+    parents: Iterable[ParentRef] = (),
+    method: str = "unknown",
+    hyperparameters: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    metrics: Mapping[str, float] | None = None,
+    buffer: Mapping[str, "torch.Tensor"] | None = None,
+    buffer_info: Mapping[str, Any] | None = None,
+    labels: Iterable[str] = (),
+    config: Any = None,
+    max_shard_size: int | str = DEFAULT_MAX_SHARD_SIZE,
+    fsync: bool = False,
+) -> "Expert":
+    """Write ``model`` as an expert folder in ``directory`` (created; must be empty or absent) and return it.
+
+    ``config`` (a :class:`zoo.models.ModelConfig`) defaults to ``model.zoo_config``, which every model built by
+    :func:`zoo.create_model` carries. Weights above ``max_shard_size`` are sharded through
+    ``huggingface_hub.serialization``; each shard's ``__metadata__`` identifies the expert.
+    """
+    from huggingface_hub import split_torch_state_dict_into_shards
+    from safetensors.torch import save as st_save
+
+    name = validate_name(name)
+    config = config if config is not None else getattr(model, "zoo_config", None)
+    if config is None:
+        raise ValueError("model has no zoo_config: build it with zoo.create_model or pass config=ModelConfig(...)")
+    config_dict = config.to_dict(model)
+    task_specs = [t if isinstance(t, TaskSpec) else TaskSpec(int(t[0]), tuple(int(c) for c in t[1])) for t in tasks]
+    parent_refs = list(parents)
+
+    # Independent contiguous CPU copies: safetensors refuses tensors that share storage (tied weights).
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    buf = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in (buffer or {}).items()}
+
+    digest = ContentDigest(_identity(name, config_dict, task_specs, parent_refs))
+    _digest_tensors(digest, "model", state)
+    _digest_tensors(digest, "buffer", buf)
+    full = digest.hexdigest()
+    expert_id = full[:16]
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.iterdir()):
+        raise FileExistsError(f"{directory}: folder is not empty")
+    metadata = {
+        "format": "pt",
+        "zoo.format_version": "1",
+        "zoo.expert_id": expert_id,
+        "zoo.name": name,
+        "zoo.architecture": config.architecture,
+        "zoo.tasks": ",".join(str(t.id) for t in task_specs),
+    }
+    files: dict[str, FileRecord] = {}
+
+    def put(fname: str, data: bytes) -> None:
+        _write(directory / fname, data, fsync)
+        files[fname] = FileRecord(hashlib.sha256(data).hexdigest(), len(data))
+
+    split = split_torch_state_dict_into_shards(state, filename_pattern="model{suffix}.safetensors",
+                                               max_shard_size=max_shard_size)
+    for fname, keys in split.filename_to_tensors.items():
+        put(fname, st_save({k: state[k] for k in keys}, metadata=metadata))
+    if split.is_sharded:
+        index = {"metadata": {**split.metadata, **metadata}, "weight_map": split.tensor_to_filename}
+        put(WEIGHTS_INDEX, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+    if buf:
+        put(BUFFER_FILE, st_save(buf, metadata={**metadata, "zoo.content": "buffer"}))
+    put(CONFIG_FILE, (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode())
+
+    card = ExpertCard(
+        id=expert_id, digest=full, name=name, architecture=config.architecture, num_classes=config.num_classes,
+        tasks=task_specs, parents=parent_refs, method=method, hyperparameters=dict(hyperparameters or {}),
+        seed=seed, metrics={k: float(v) for k, v in (metrics or {}).items()},
+        buffer=({"num_samples": int(next(iter(buf.values())).shape[0]), "tensors": sorted(buf), **(buffer_info or {})}
+                if buf else None),
+        labels=list(labels), zoo_version=zoo_version(),
+    )
+    put(README_FILE, render_model_card(card).encode())
+    card.files = dict(sorted(files.items()))
+    _write(directory / CARD_FILE, card.to_json().encode(), fsync)
+    return Expert(directory, card)
+
+
+# --- reading -----------------------------------------------------------------------------------------------
+
+class Expert:
+    """A handle on one expert folder: its card, config, weights and buffer, all read lazily and verified.
+
+    ``Expert.load(path).model()`` returns a ready ``nn.Module`` (architecture looked up in zoo's model registry
+    or timm, weights loaded strictly).
+    """
+
+    def __init__(self, path: str | Path, card: ExpertCard):
+        self.path = Path(path)
+        self.card = card
+
+    def __repr__(self) -> str:
+        return f"Expert(id={self.card.id!r}, name={self.card.name!r}, architecture={self.card.architecture!r})"
+
+    @property
+    def id(self) -> str:
+        """The expert's content-derived id."""
+        return self.card.id
+
+    @property
+    def name(self) -> str:
+        """The expert's name."""
+        return self.card.name
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Expert":
+        """Open an expert folder: parse and validate ``zoo.json`` and check that the recorded files exist."""
+        path = Path(path)
+        card_path = path / CARD_FILE
+        if not card_path.is_file():
+            raise CardError(f"{path}: not an expert folder (no {CARD_FILE})")
+        card = ExpertCard.from_json(card_path.read_bytes(), source=f"{path.name}/{CARD_FILE}")
+        for required in (CONFIG_FILE,):
+            if required not in card.files:
+                raise CardError(f"{path.name}/{CARD_FILE}: 'files' does not list {required}")
+        if not weight_files(card):
+            raise CardError(f"{path.name}/{CARD_FILE}: 'files' lists no model weights")
+        for fname in card.files:
+            if "/" in fname or "\\" in fname or fname.startswith("."):
+                raise CardError(f"{path.name}/{CARD_FILE}: invalid file name {fname!r}")
+            if not (path / fname).is_file():
+                raise CorruptExpertError(f"{path.name}/{fname}: file is missing")
+        return cls(path, card)
+
+    def read(self, fname: str) -> bytes:
+        """The bytes of one recorded file, checked against its sha256."""
+        if fname not in self.card.files:
+            raise KeyError(f"{fname} is not a file of expert {self.id}")
+        return read_verified(self.path / fname, self.card.files[fname])
+
+    def config(self) -> Any:
+        """The :class:`zoo.models.ModelConfig` recorded in ``config.json``."""
+        from zoo.models import ModelConfig
+
+        try:
+            data = json.loads(self.read(CONFIG_FILE))
+        except json.JSONDecodeError as e:
+            raise CardError(f"{self.path.name}/{CONFIG_FILE}: not valid JSON ({e})") from None
+        return ModelConfig.from_dict(data)
+
+    def metadata(self) -> dict[str, str]:
+        """The safetensors ``__metadata__`` of the (first) weights file, read without loading tensors."""
+        return read_header(self.path / weight_files(self.card)[0]).metadata
+
+    def state_dict(self) -> dict[str, "torch.Tensor"]:
+        """All weights as CPU tensors, each file verified against its sha256 before parsing."""
+        return self._load_tensors(weight_files(self.card))
+
+    def buffer(self) -> dict[str, "torch.Tensor"] | None:
+        """The BMC buffer tensors, or ``None`` when the expert has no buffer."""
+        return self._load_tensors([BUFFER_FILE]) if BUFFER_FILE in self.card.files else None
+
+    def model(self, device: "str | torch.device | None" = None) -> "nn.Module":
+        """Build the architecture from ``config.json`` and load the weights strictly (eval mode)."""
+        from zoo.models import build_from_config
+
+        module = build_from_config(self.config())
+        load_strict(module, self.state_dict(), source=self.id)
+        if device is not None:
+            module = module.to(device)
+        return module.eval()
+
+    def verify(self, deep: bool = True) -> None:
+        """Check every file against ``zoo.json``; ``deep`` also re-derives the id from the tensors."""
+        for fname, record in self.card.files.items():
+            got = sha256_file(self.path / fname)
+            if got.size != record.size:
+                raise CorruptExpertError(f"{self.id}/{fname}: size {got.size} bytes, zoo.json records {record.size}")
+            if got.sha256 != record.sha256:
+                raise CorruptExpertError(f"{self.id}/{fname}: sha256 mismatch (modified or corrupted)")
+        if deep:
+            expected = self.card.digest
+            if content_digest(self) != expected:
+                raise CorruptExpertError(f"{self.id}: content digest does not match its id (card or tensors altered)")
+
+    def _load_tensors(self, fnames: list[str]) -> dict[str, "torch.Tensor"]:
+        from safetensors.torch import load as st_load
+
+        out: dict[str, Any] = {}
+        for fname in fnames:
+            data = self.read(fname)
+            read_header(self.path / fname, data)  # a clear error for a corrupt header, before safetensors
+            try:
+                out.update(st_load(data))
+            except Exception as e:  # safetensors' own error type varies across versions
+                raise CorruptExpertError(f"{self.id}/{fname}: unreadable safetensors ({e})") from None
+        return out
+
+
+def weight_files(card: ExpertCard) -> list[str]:
+    """The weights files of an expert (one file, or the shards), in name order."""
+    return sorted(f for f in card.files if f.startswith("model") and f.endswith(".safetensors"))
+
+
+def content_digest(expert: Expert) -> str:
+    """Recompute an expert's content digest from its files (without torch)."""
+    config = json.loads(expert.read(CONFIG_FILE))
+    digest = ContentDigest(_identity(expert.card.name, config, expert.card.tasks, expert.card.parents))
+    for group, fnames in (("model", weight_files(expert.card)),
+                          ("buffer", [BUFFER_FILE] if BUFFER_FILE in expert.card.files else [])):
+        for name, dtype, shape, raw in file_tensors(expert.path / f for f in fnames):
+            digest.add_tensor(group, name, dtype, shape, raw)
+    return digest.hexdigest()
+
+
+def load_strict(module: "nn.Module", state: Mapping[str, "torch.Tensor"], source: str = "expert") -> None:
+    """Load ``state`` into ``module``; any missing, unexpected or mis-shaped tensor is an error naming it."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} tensor(s) e.g. {missing[0]!r}")
+        if extra:
+            parts.append(f"unexpected {len(extra)} tensor(s) e.g. {extra[0]!r}")
+        raise ArchitectureMismatchError(f"{source}: weights do not match the architecture: {'; '.join(parts)}")
+    for k, v in state.items():
+        if tuple(own[k].shape) != tuple(v.shape):
+            raise ArchitectureMismatchError(
+                f"{source}: weights do not match the architecture: {k!r} has shape {tuple(v.shape)}, "
+                f"the architecture expects {tuple(own[k].shape)}")
+    module.load_state_dict(dict(state), strict=True)

@@ -1,0 +1,302 @@
+"""HubRegistry: a Hugging Face Hub model repo used as a registry (``hf://ORG/REPO[@REVISION]``).
+
+The repo holds the same expert folders as a local registry, under ``experts/<id>/``, plus ``index.json``
+(every card and the registry tags), so listing and finding need one small download. Pushing uploads only the
+experts the repo lacks, in one commit whose message names them; pulling downloads only the requested expert
+folders (``allow_patterns``) and checks every file's sha256. A revision (branch, tag or commit) pins what is
+read; writes go to a branch. Tokens come from huggingface_hub's usual sources and are never printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from .base import Query, Registry, resolve_among
+from .card import ExpertCard
+from .errors import HubError, ZooError
+from .expert import Expert
+from .names import validate_tag
+
+INDEX_FILE = "index.json"
+INDEX_FORMAT = "zoo.registry"
+
+
+@contextlib.contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """Turn huggingface_hub's exceptions into one-line :class:`HubError` messages that name ``what``."""
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    try:
+        yield
+    except RevisionNotFoundError:
+        raise HubError(f"{what}: revision not found") from None
+    except RepositoryNotFoundError:
+        raise HubError(f"{what}: repository not found (or it is private and no valid token was given)") from None
+    except EntryNotFoundError as e:
+        raise HubError(f"{what}: file not found on the Hub ({_first_line(e)})") from None
+    except HfHubHTTPError as e:
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        raise HubError(f"{what}: the Hub refused the request (HTTP {status}: {_first_line(e)})") from None
+    except (ConnectionError, OSError) as e:
+        if isinstance(e, ZooError):
+            raise
+        raise HubError(f"{what}: cannot reach the Hub ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else type(e).__name__
+
+
+class HubRegistry(Registry):
+    """A registry in a Hub repo. ``revision`` pins reads (branch, tag or commit sha); writes need a branch."""
+
+    def __init__(self, repo_id: str, revision: str | None = None, *, token: str | None = None,
+                 endpoint: str | None = None, private: bool = False):
+        from huggingface_hub import HfApi
+
+        self.repo_id = repo_id
+        self.revision = revision
+        self.private = private
+        self.uri = f"hf://{repo_id}" + (f"@{revision}" if revision else "")
+        self._token = token
+        self._endpoint = endpoint
+        self._api = HfApi(endpoint=endpoint, token=token)
+        self._cache: tuple[str, dict[str, ExpertCard], dict[str, str]] | None = None
+
+    def __repr__(self) -> str:
+        return f"HubRegistry({self.uri!r})"
+
+    # --- the index ---------------------------------------------------------------------------------------------
+
+    def head(self) -> str:
+        """The commit sha the registry's revision points at now."""
+        with hub_errors(self.uri):
+            info = self._api.model_info(self.repo_id, revision=self.revision)
+        if not info.sha:
+            raise HubError(f"{self.uri}: the Hub did not report a commit for this revision")
+        return info.sha
+
+    def _index(self, refresh: bool = False) -> tuple[str, dict[str, ExpertCard], dict[str, str]]:
+        """(commit sha, cards by id, tags) at the registry's revision, read once per commit."""
+        if self._cache is not None and not refresh:
+            return self._cache
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError
+
+        sha = self.head()
+        try:
+            with hub_errors(self.uri):
+                path = hf_hub_download(self.repo_id, INDEX_FILE, revision=sha, token=self._token,
+                                       endpoint=self._endpoint)
+        except HubError as e:
+            if "file not found" not in str(e):
+                raise
+            self._cache = (sha, {}, {})  # a repo without an index is an empty registry
+            return self._cache
+        except EntryNotFoundError:  # pragma: no cover - hub_errors converts it
+            self._cache = (sha, {}, {})
+            return self._cache
+        self._cache = (sha, *parse_index(Path(path).read_bytes(), f"{self.uri}/{INDEX_FILE}"))
+        return self._cache
+
+    def _write_branch(self) -> str:
+        branch = self.revision or "main"
+        with hub_errors(self.uri):
+            refs = self._api.list_repo_refs(self.repo_id)
+        if branch not in {b.name for b in refs.branches}:
+            raise HubError(f"{self.uri}: cannot write to revision {branch!r}: it is not a branch")
+        return branch
+
+    def _commit(self, operations: list[Any], cards: dict[str, ExpertCard], tags: dict[str, str],
+                message: str, parent: str) -> str:
+        from huggingface_hub import CommitOperationAdd
+
+        index = render_index(cards, tags)
+        operations = [*operations, CommitOperationAdd(path_in_repo=INDEX_FILE, path_or_fileobj=index)]
+        with hub_errors(self.uri):
+            info = self._api.create_commit(self.repo_id, operations, commit_message=message,
+                                           revision=self._write_branch(), parent_commit=parent)
+        self._cache = None
+        return info.oid
+
+    # --- writing -----------------------------------------------------------------------------------------------
+
+    def push(self, experts: Sequence[Expert], message: str | None = None, git_tag: str | None = None,
+             tags: dict[str, str] | None = None) -> list[ExpertCard]:
+        """Upload the experts the repo lacks (and set ``tags``) in one commit; return the cards added.
+
+        The repo is created (private if the registry was opened with ``private=True``) when missing. With
+        ``git_tag``, the resulting commit is also tagged so that ``hf://ORG/REPO@TAG`` pins it.
+        """
+        from huggingface_hub import CommitOperationAdd
+
+        with hub_errors(self.uri):
+            self._api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
+        sha, cards, remote_tags = self._index(refresh=True)
+        new = [e for e in experts if e.id not in cards]
+        for expert in new:
+            expert.verify(deep=False)  # never publish bytes that do not match their card
+        changed_tags = {t: i for t, i in (tags or {}).items() if remote_tags.get(t) != i}
+        for t in changed_tags:
+            validate_tag(t)
+        if new or changed_tags:
+            ops = [CommitOperationAdd(path_in_repo=f"experts/{e.id}/{fname}", path_or_fileobj=str(e.path / fname))
+                   for e in new for fname in [*e.card.files, "zoo.json"]]
+            merged = {**cards, **{e.id: e.card for e in new}}
+            missing = [t for t, i in changed_tags.items() if i not in merged]
+            if missing:
+                raise ZooError(f"cannot tag {missing[0]!r}: its expert is not pushed")
+            sha = self._commit(ops, merged, {**remote_tags, **changed_tags},
+                               message or _push_message(new, changed_tags), sha)
+        if git_tag:
+            with hub_errors(self.uri):
+                self._api.create_tag(self.repo_id, tag=git_tag, revision=sha,
+                                     tag_message=f"zoo registry with {len(cards) + len(new)} experts")
+        return [e.card for e in new]
+
+    def add(self, expert: Expert | str | Path) -> ExpertCard:
+        """Upload one expert (a no-op if the repo has it)."""
+        e = expert if isinstance(expert, Expert) else Expert.load(expert)
+        self.push([e])
+        return e.card
+
+    def remove(self, ref: str) -> ExpertCard:
+        """Delete an expert's folder and index entry (and tags pointing at it) in one commit."""
+        from huggingface_hub import CommitOperationDelete
+
+        sha, cards, tags = self._index(refresh=True)
+        card = resolve_among(ref, list(cards.values()), tags, self.uri)
+        rest = {i: c for i, c in cards.items() if i != card.id}
+        kept = {t: i for t, i in tags.items() if i != card.id}
+        self._commit([CommitOperationDelete(path_in_repo=f"experts/{card.id}/", is_folder=True)], rest, kept,
+                     f"Remove expert {card.name} ({card.id})", sha)
+        return card
+
+    def tag(self, tag: str, ref: str) -> ExpertCard:
+        """Point a registry tag at an expert (recorded in ``index.json``, one commit)."""
+        validate_tag(tag)
+        sha, cards, tags = self._index(refresh=True)
+        card = resolve_among(ref, list(cards.values()), tags, self.uri)
+        if tags.get(tag) != card.id:
+            self._commit([], cards, {**tags, tag: card.id}, f"Tag {tag} -> {card.name} ({card.id})", sha)
+        return card
+
+    def untag(self, tag: str) -> None:
+        """Remove a registry tag (one commit)."""
+        sha, cards, tags = self._index(refresh=True)
+        if tag not in tags:
+            raise ZooError(f"no tag {tag!r} in {self.uri}")
+        self._commit([], cards, {t: i for t, i in tags.items() if t != tag}, f"Untag {tag}", sha)
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    def tags(self) -> dict[str, str]:
+        """Registry tags at the pinned revision."""
+        return dict(self._index()[2])
+
+    def card(self, ref: str) -> ExpertCard:
+        """The card of the expert ``ref`` names, from ``index.json``."""
+        _, cards, tags = self._index()
+        return resolve_among(ref, list(cards.values()), tags, self.uri)
+
+    def find(self, query: Query | None = None) -> list[ExpertCard]:
+        """Cards matching ``query``, oldest first."""
+        _, cards, tags = self._index()
+        q = query or Query()
+        return sorted((c for c in cards.values() if q.matches(c, tags)), key=lambda c: (c.created_at, c.id))
+
+    def download(self, cards: Sequence[ExpertCard], local_dir: str | Path | None = None) -> list[Expert]:
+        """Download exactly these experts' folders (into the HF cache, or ``local_dir``) and verify them."""
+        from huggingface_hub import snapshot_download
+
+        if not cards:
+            return []
+        sha = self._index()[0]
+        with hub_errors(self.uri):
+            root = snapshot_download(self.repo_id, revision=sha, token=self._token, endpoint=self._endpoint,
+                                     local_dir=str(local_dir) if local_dir else None,
+                                     allow_patterns=[f"experts/{c.id}/*" for c in cards])
+        experts = []
+        for c in cards:
+            expert = Expert.load(Path(root) / "experts" / c.id)
+            if expert.card.digest != c.digest or expert.card.files != c.files:
+                raise HubError(f"{self.uri}: expert {c.id}'s zoo.json does not match index.json")
+            expert.verify(deep=False)
+            experts.append(expert)
+        return experts
+
+    def get(self, ref: str) -> Expert:
+        """Download (or reuse from the HF cache) the expert ``ref`` names and return it, verified."""
+        return self.download([self.card(ref)])[0]
+
+    def pull(self, into: Registry, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
+        """Copy the selected experts (all, by default) into another registry; tags named in ``refs`` follow."""
+        import tempfile
+
+        refs = list(refs)
+        cards = self.select(refs, query)
+        have = {c.id for c in into.find()}
+        todo = [c for c in cards if c.id not in have]
+        scratch = getattr(into, "root", None)
+        with tempfile.TemporaryDirectory(dir=Path(scratch) / "tmp" if scratch else None) as tmp:
+            for expert in self.download(todo, local_dir=tmp):
+                into.add(expert)
+        remote_tags = self.tags()
+        for ref in refs:
+            if ref in remote_tags:
+                into.tag(ref, remote_tags[ref])
+        return cards
+
+    def verify(self, refs: Iterable[str] | None = None) -> list[str]:
+        """Download the chosen experts (all by default) and check every file and id; list problems."""
+        import tempfile
+
+        problems = []
+        cards = self.select(list(refs or []))
+        for card in cards:
+            with tempfile.TemporaryDirectory() as tmp:
+                try:
+                    expert = self.download([card], local_dir=tmp)[0]
+                    expert.verify(deep=True)
+                except ZooError as e:
+                    problems.append(str(e))
+        return problems
+
+
+# --- index.json ----------------------------------------------------------------------------------------------
+
+def parse_index(data: bytes, source: str) -> tuple[dict[str, ExpertCard], dict[str, str]]:
+    """Parse ``index.json``: every card is validated like a ``zoo.json``."""
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise HubError(f"{source}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or raw.get("format") != INDEX_FORMAT:
+        raise HubError(f"{source}: not a zoo registry index")
+    experts, tags = raw.get("experts", {}), raw.get("tags", {})
+    if not isinstance(experts, dict) or not isinstance(tags, dict):
+        raise HubError(f"{source}: 'experts' and 'tags' must be objects")
+    cards = {i: ExpertCard.from_dict(c, f"{source}: experts.{i}") for i, c in experts.items()}
+    return cards, {str(t): str(i) for t, i in tags.items()}
+
+
+def render_index(cards: dict[str, ExpertCard], tags: dict[str, str]) -> bytes:
+    """``index.json`` bytes for these cards and tags (sorted, so equal registries give equal bytes)."""
+    body = {"format": INDEX_FORMAT, "format_version": 1,
+            "experts": {i: cards[i].to_dict() for i in sorted(cards)}, "tags": dict(sorted(tags.items()))}
+    return (json.dumps(body, indent=1, sort_keys=True) + "\n").encode()
+
+
+def _push_message(new: Sequence[Expert], tags: dict[str, str]) -> str:
+    parts = []
+    if new:
+        names = ", ".join(f"{e.name} ({e.id})" for e in new[:10]) + (f" and {len(new) - 10} more" if len(new) > 10 else "")
+        parts.append(f"Add {len(new)} expert{'s' if len(new) != 1 else ''}: {names}")
+    if tags:
+        parts.append("Tag " + ", ".join(f"{t} -> {i}" for t, i in tags.items()))
+    return "; ".join(parts)

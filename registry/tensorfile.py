@@ -1,0 +1,132 @@
+"""Pure-Python reading of safetensors headers, and the content digest that names an expert.
+
+The registry validates files without importing torch: the header is checked for a sane length, valid JSON,
+known dtypes, and data offsets that exactly cover the file, so truncated or padded files are caught before
+they are stored. The *content digest* hashes tensor names, dtypes, shapes and raw bytes (never the header's
+metadata, which itself holds the expert id), so it can be computed from tensors in memory before writing
+and recomputed from the files when verifying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import CorruptExpertError
+
+# Bytes per element of each safetensors dtype.
+DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
+               "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_MAX_HEADER = 100 * 1024 * 1024  # the format's own limit
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lies in a safetensors file."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # absolute file offsets
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed and validated safetensors header."""
+
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str]
+    size: int
+
+
+def read_header(path: str | Path, data: bytes | None = None) -> Header:
+    """Parse and validate the header of a safetensors file (or of its bytes); raise CorruptExpertError."""
+    path = Path(path)
+    name = path.name
+    if data is None:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CorruptExpertError(f"{name}: not a safetensors file (truncated header)")
+            (n,) = struct.unpack("<Q", head)
+            if n > _MAX_HEADER:
+                raise CorruptExpertError(f"{name}: not a safetensors file (header length {n})")
+            raw = f.read(n)
+            f.seek(0, 2)
+            size = f.tell()
+    else:
+        if len(data) < 8:
+            raise CorruptExpertError(f"{name}: not a safetensors file (truncated header)")
+        (n,) = struct.unpack("<Q", data[:8])
+        raw, size = data[8:8 + n], len(data)
+    if len(raw) < n or n > _MAX_HEADER:
+        raise CorruptExpertError(f"{name}: truncated safetensors header")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CorruptExpertError(f"{name}: safetensors header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise CorruptExpertError(f"{name}: safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CorruptExpertError(f"{name}: safetensors __metadata__ must map strings to strings")
+    start = 8 + n
+    tensors: dict[str, TensorInfo] = {}
+    covered = 0
+    for key, info in header.items():
+        try:
+            dtype, shape, (b, e) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
+            count = 1
+            for d in shape:
+                count *= int(d)
+            ok = dtype in DTYPE_SIZES and 0 <= b <= e and e - b == count * DTYPE_SIZES[dtype]
+        except (TypeError, KeyError, ValueError):
+            ok = False
+        if not ok:
+            raise CorruptExpertError(f"{name}: bad entry for tensor {key!r} in safetensors header")
+        tensors[key] = TensorInfo(key, dtype, shape, start + b, start + e)
+        covered = max(covered, e)
+    if start + covered != size:
+        what = "truncated" if start + covered > size else "has trailing bytes"
+        raise CorruptExpertError(f"{name}: safetensors file {what} ({size} bytes, header describes {start + covered})")
+    return Header(tensors, metadata, size)
+
+
+class ContentDigest:
+    """Incremental sha256 over an expert's identity fields and tensors (see module docstring)."""
+
+    def __init__(self, identity: dict[str, Any]):
+        self._h = hashlib.sha256(b"zoo-expert-content-v1\0")
+        self._h.update(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode())
+
+    def add_tensor(self, group: str, name: str, dtype: str, shape: Iterable[int], raw: Any) -> None:
+        """Add one tensor (``raw``: its little-endian bytes, any buffer). Call in sorted name order per group."""
+        self._h.update(json.dumps([group, name, dtype, list(shape)]).encode() + b"\0")
+        self._h.update(raw)
+
+    def hexdigest(self) -> str:
+        """The 64-hex digest; an expert's id is its first 16 characters."""
+        return self._h.hexdigest()
+
+
+def file_tensors(paths: Iterable[Path]) -> Iterator[tuple[str, str, tuple[int, ...], bytes]]:
+    """Yield (name, dtype, shape, raw bytes) of every tensor of the given files, sorted by name overall."""
+    where: list[tuple[str, Path, TensorInfo]] = []
+    for p in paths:
+        for info in read_header(p).tensors.values():
+            where.append((info.name, p, info))
+    where.sort(key=lambda w: w[0])
+    handles: dict[Path, Any] = {}
+    try:
+        for name, p, info in where:
+            f = handles.get(p) or handles.setdefault(p, open(p, "rb"))
+            f.seek(info.begin)
+            yield name, info.dtype, info.shape, f.read(info.end - info.begin)
+    finally:
+        for f in handles.values():
+            f.close()

@@ -1,0 +1,23 @@
+"""zoo: continual and multi-task learning with expert models.
+
+Heavy modules (torch) load on first use, so ``zoo --help`` and registry commands start quickly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "create_model": "zoo.models",
+    "list_models": "zoo.models",
+    "ModelConfig": "zoo.models",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -1,0 +1,364 @@
+"""The ``zoo`` command line: a thin shell over the library (parse, call, print).
+
+Every failure prints exactly one line ``zoo: error: ...`` on stderr and exits non-zero; ``--debug`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import click
+
+from registry import Query, open_registry
+from registry.base import MetricFilter, Registry
+from registry.card import ExpertCard
+from registry.errors import ZooError
+from registry.settings import default_registry_uri
+
+
+class ZooGroup(click.Group):
+    """A click group that turns every error into one ``zoo: error:`` line and a non-zero exit."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **kwargs: Any) -> Any:
+        argv = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in argv
+        try:
+            return super().main(args=argv, prog_name=prog_name or "zoo", standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted", 130)
+        except click.UsageError as e:
+            hint = f" (see 'zoo {e.ctx.info_name} --help')" if e.ctx and e.ctx.parent else " (see 'zoo --help')"
+            _fail(e.format_message() + hint, 2)
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code or 1)
+        except (ZooError, OSError, ValueError, KeyError) as e:
+            if debug:
+                raise
+            _fail(_one_line(e), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except Exception as e:  # a bug: still one line, with the way to see more
+            if debug:
+                raise
+            _fail(f"internal error: {type(e).__name__}: {_one_line(e)} (run with --debug for the traceback)", 1)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    if isinstance(e, KeyError) and not isinstance(e, ZooError) and text.startswith("'"):
+        text = text.strip("'")
+    if isinstance(e, OSError) and e.filename:
+        text = f"{e.filename}: {e.strerror or text}"
+    return (text.splitlines() or [type(e).__name__])[0]
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"zoo: error: {message}", err=True)
+    sys.exit(code)
+
+
+# --- shared options ----------------------------------------------------------------------------------------------
+
+def registry_option(fn: Callable) -> Callable:
+    """``--registry URI`` (default: $ZOO_REGISTRY or ~/.cache/zoo/registry)."""
+    return click.option("--registry", "-r", "registry_uri", metavar="URI", default=None,
+                        help="Registry: a folder or hf://ORG/REPO[@REVISION] (default: $ZOO_REGISTRY or "
+                             "~/.cache/zoo/registry).")(fn)
+
+
+def filter_options(fn: Callable) -> Callable:
+    """Filters that select experts: task, architecture, parent, tag, name, method, label, metric."""
+    for opt in reversed([
+        click.option("--task", type=int, help="Experts trained on this global task id."),
+        click.option("--arch", "architecture", help="Experts of this architecture."),
+        click.option("--parent", help="Experts derived from this expert id."),
+        click.option("--tag", help="The expert this registry tag points at."),
+        click.option("--name", help="Experts with this name."),
+        click.option("--method", help="Experts trained with this method."),
+        click.option("--label", help="Experts carrying this card label."),
+        click.option("--metric", help="A metric condition such as 'accuracy>=0.9'."),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _query(task: int | None = None, architecture: str | None = None, parent: str | None = None,
+           tag: str | None = None, name: str | None = None, method: str | None = None, label: str | None = None,
+           metric: str | None = None) -> Query | None:
+    if all(v is None for v in (task, architecture, parent, tag, name, method, label, metric)):
+        return None
+    return Query(task, architecture, parent, tag, name, method, label, MetricFilter.parse(metric) if metric else None)
+
+
+def _open(uri: str | None, create: bool = False, **kwargs: Any) -> Registry:
+    uri = uri or default_registry_uri()
+    if uri.startswith("hf://"):
+        return open_registry(uri, **kwargs)
+    return open_registry(uri, create=create)
+
+
+@contextmanager
+def _bytes_bar(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], Any] | None]:
+    if quiet or total < 8 * 1024 * 1024:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc=desc, file=sys.stderr) as bar:
+        yield bar.update
+
+
+# --- the group ---------------------------------------------------------------------------------------------------
+
+@click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter; results and errors only.")
+@click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.version_option(package_name="zoo", message="zoo %(version)s")
+@click.pass_context
+def main(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """zoo: continual and multi-task learning with expert models.
+
+    Experts live in a registry: a local folder (default ~/.cache/zoo/registry, or $ZOO_REGISTRY) or a
+    Hugging Face Hub repo (hf://ORG/REPO[@REVISION]). An expert is named by its id, a unique id prefix, a tag
+    (such as base:latest) or its name.
+    """
+    ctx.obj = {"quiet": quiet}
+    if quiet:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+def _quiet() -> bool:
+    return bool(click.get_current_context().find_root().obj.get("quiet"))
+
+
+def _say(message: str) -> None:
+    if not _quiet():
+        click.echo(message, err=True)
+
+
+# --- registry commands -------------------------------------------------------------------------------------------
+
+def _summary(card: ExpertCard, tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": card.id, "name": card.name, "architecture": card.architecture, "tasks": card.task_ids,
+        "num_classes": card.num_classes, "method": card.method,
+        "parents": [{"id": p.id, "role": p.role} for p in card.parents], "metrics": card.metrics,
+        "tags": sorted(t for t, i in tags.items() if i == card.id), "created_at": card.created_at,
+    }
+
+
+@main.command("list")
+@registry_option
+@filter_options
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
+def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
+    """List the experts in a registry, optionally filtered."""
+    reg = _open(registry_uri)
+    cards = reg.find(_query(**filters))
+    tags = reg.tags()
+    rows = [_summary(c, tags) for c in cards]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        _say(f"no experts in {reg.uri}" + (" match" if any(v is not None for v in filters.values()) else ""))
+        return
+    table = [["ID", "NAME", "ARCH", "TASKS", "METHOD", "TAGS", "CREATED"]] + [
+        [r["id"][:12], r["name"], r["architecture"], _tasks(r["tasks"]), r["method"], ",".join(r["tags"]),
+         r["created_at"][:19]] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _tasks(ids: list[int]) -> str:
+    text = ",".join(map(str, ids))
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+@main.command()
+@click.argument("ref")
+@registry_option
+@click.option("--json", "as_json", is_flag=True, help="Print the full card (zoo.json) as JSON.")
+def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
+    """Show one expert's card: tasks, lineage, method, metrics, files."""
+    reg = _open(registry_uri)
+    card = reg.card(ref)
+    tags = sorted(t for t, i in reg.tags().items() if i == card.id)
+    if as_json:
+        click.echo(json.dumps({**card.to_dict(), "registry_tags": tags}, indent=2, sort_keys=True))
+        return
+    lines = [
+        f"id            {card.id}",
+        f"name          {card.name}",
+        f"architecture  {card.architecture} ({card.num_classes} outputs)",
+        f"tasks         " + ("; ".join(f"{t.id}: classes {list(t.classes)}" for t in card.tasks) or "-"),
+        f"method        {card.method}" + (f" (seed {card.seed})" if card.seed is not None else ""),
+        f"parents       " + (", ".join(f"{p.id} ({p.role})" for p in card.parents) or "-"),
+        f"tags          " + (", ".join(tags) or "-"),
+        f"created       {card.created_at} (zoo {card.zoo_version})",
+    ]
+    if card.hyperparameters:
+        lines.append("hyperparams   " + ", ".join(f"{k}={v}" for k, v in sorted(card.hyperparameters.items())))
+    if card.metrics:
+        lines.append("metrics       " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(card.metrics.items())))
+    if card.buffer:
+        lines.append(f"buffer        {card.buffer.get('num_samples')} samples")
+    lines.append("files")
+    lines += [f"  {name:<40} {rec.size:>12,d} B  sha256 {rec.sha256[:16]}" for name, rec in card.files.items()]
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("refs", nargs=-1)
+@registry_option
+def verify(refs: tuple[str, ...], registry_uri: str | None) -> None:
+    """Check experts' files against their sha256 and re-derive their ids (all experts by default)."""
+    reg = _open(registry_uri)
+    problems = reg.verify(list(refs) or None)
+    for p in problems:
+        click.echo(f"FAIL {p}")
+    if problems:
+        raise ZooError(f"{len(problems)} expert(s) failed verification in {reg.uri}")
+    n = len(refs) if refs else len(reg.find())
+    click.echo(f"ok: {n} expert(s) verified in {reg.uri}")
+
+
+@main.command()
+@click.argument("refs", nargs=-1, required=True)
+@registry_option
+def rm(refs: tuple[str, ...], registry_uri: str | None) -> None:
+    """Remove experts (and the tags that point at them)."""
+    reg = _open(registry_uri)
+    cards = [reg.card(r) for r in refs]  # resolve all first: nothing is removed if one is unknown
+    for card in cards:
+        reg.remove(card.id)
+        click.echo(f"removed {card.name} ({card.id})")
+
+
+@main.command()
+@click.argument("tag", required=False)
+@click.argument("ref", required=False)
+@registry_option
+@click.option("--delete", "-d", is_flag=True, help="Delete TAG instead of setting it.")
+def tag(tag: str | None, ref: str | None, registry_uri: str | None, delete: bool) -> None:
+    """Point TAG (such as base:latest) at REF; with no arguments, list the tags."""
+    reg = _open(registry_uri)
+    if tag is None:
+        for name, expert_id in reg.tags().items():
+            click.echo(f"{name}\t{expert_id}")
+        return
+    if delete:
+        reg.untag(tag)
+        click.echo(f"deleted tag {tag}")
+        return
+    if ref is None:
+        raise click.UsageError("missing REF: zoo tag TAG REF (or zoo tag --delete TAG)")
+    card = reg.tag(tag, ref)
+    click.echo(f"{tag} -> {card.name} ({card.id})")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@registry_option
+def add(paths: tuple[Path, ...], registry_uri: str | None) -> None:
+    """Add expert folders (config.json, model.safetensors, zoo.json, ...) to a registry."""
+    from registry import Expert
+
+    experts = [Expert.load(p) for p in paths]  # validate every folder before storing any
+    reg = _open(registry_uri, create=True)
+    for e in experts:
+        total = sum(r.size for r in e.card.files.values())
+        with _bytes_bar(total, e.name, _quiet()) as bar:
+            card = reg.add(e, progress=bar) if hasattr(reg, "root") else reg.add(e)
+        click.echo(f"added {card.name} ({card.id})")
+
+
+@main.command()
+@click.argument("refs", nargs=-1)
+@click.option("--to", "dest", required=True, metavar="URI", help="Destination: hf://ORG/REPO[@BRANCH] or a folder.")
+@registry_option
+@filter_options
+@click.option("--private", is_flag=True, help="Create the Hub repo as private if it does not exist.")
+@click.option("--message", "-m", help="Commit message (default: names what is added).")
+@click.option("--git-tag", help="Also tag the resulting Hub commit, so hf://ORG/REPO@TAG pins it.")
+def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bool, message: str | None,
+         git_tag: str | None, **filters: Any) -> None:
+    """Copy experts (all by default, or REFS / filters) from the registry to another (usually the Hub).
+
+    Only experts the destination lacks are uploaded, in one commit. Registry tags that point at pushed
+    experts go along.
+    """
+    src = _open(registry_uri)
+    cards = src.select(refs, _query(**filters))
+    if not cards:
+        raise ZooError(f"nothing to push: no experts selected in {src.uri}")
+    experts = [src.get(c.id) for c in cards]
+    ids = {c.id for c in cards}
+    tags = {t: i for t, i in src.tags().items() if i in ids}
+    if dest.startswith("hf://"):
+        dst = open_registry(dest, private=private)
+        added = dst.push(experts, message=message, git_tag=git_tag, tags=tags)
+    else:
+        if private or message or git_tag:
+            raise click.UsageError("--private, --message and --git-tag apply to hf:// destinations only")
+        dst = _open(dest, create=True)
+        have = {c.id for c in dst.find()}
+        added = [dst.add(e) for e in experts if e.id not in have]
+        for t, i in tags.items():
+            dst.tag(t, i)
+    click.echo(f"pushed {len(added)} new expert(s) to {dst.uri} ({len(cards) - len(added)} already there)")
+
+
+@main.command()
+@click.argument("source", metavar="URI")
+@click.argument("refs", nargs=-1)
+@registry_option
+@filter_options
+def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters: Any) -> None:
+    """Copy experts (all by default, or REFS / filters) from URI (usually hf://ORG/REPO[@REV]) into the registry.
+
+    Only the selected experts' files are downloaded, and every file is checked against its sha256.
+    """
+    src = _open(source)
+    dst = _open(registry_uri, create=True)
+    if src.uri == dst.uri:
+        raise ZooError("source and destination are the same registry")
+    query = _query(**filters)
+    if hasattr(src, "pull"):
+        cards = src.pull(dst, refs, query)
+    else:
+        cards = src.select(refs, query)
+        for c in cards:
+            dst.add(src.get(c.id))
+        src_tags = src.tags()
+        for r in refs:
+            if r in src_tags:
+                dst.tag(r, src_tags[r])
+    if not cards:
+        raise ZooError(f"nothing to pull: no experts selected in {src.uri}")
+    click.echo(f"pulled {len(cards)} expert(s) from {src.uri} into {dst.uri}")
+
+
+@main.command()
+@registry_option
+def gc(registry_uri: str | None) -> None:
+    """Clean a local registry: delete debris of interrupted writes, re-sync the index, compact it."""
+    reg = _open(registry_uri)
+    if not hasattr(reg, "gc"):
+        raise ZooError("gc applies to local registries only")
+    counts = reg.gc()
+    click.echo(f"gc: {counts['debris']} debris removed, {counts['indexed']} indexed, {counts['dropped']} dropped")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,143 @@
+"""The architecture registry and model factory (timm-style).
+
+``create_model(name, num_classes)`` builds one of zoo's own nets (registered with :func:`register_model`) or,
+failing that, any timm architecture. Every model it returns carries a :class:`ModelConfig` in
+``model.zoo_config``, which is what an expert's ``config.json`` records and what rebuilds the model later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from registry.errors import UnknownArchitectureError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a model constructor under its function name; it must accept ``num_classes`` and kwargs."""
+    _MODELS[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of zoo's own architectures (any timm name is accepted as well)."""
+    return sorted(_MODELS)
+
+
+def is_zoo_model(name: str) -> bool:
+    """True when ``name`` is one of zoo's own architectures rather than a timm one."""
+    return name in _MODELS
+
+
+def is_known_architecture(name: str) -> bool:
+    """True when ``name`` is a zoo or timm architecture."""
+    if name in _MODELS:
+        return True
+    import timm
+
+    return timm.is_model(name)
+
+
+@dataclass
+class ModelConfig:
+    """How to rebuild a model: architecture name, output size, constructor kwargs, and optional task heads.
+
+    ``heads`` lists the number of classes of each task head of a multi-head model (shared backbone, one linear
+    head per task); ``None`` means a single head of ``num_classes`` outputs.
+    """
+
+    architecture: str
+    num_classes: int
+    model_args: dict[str, Any] = field(default_factory=dict)
+    heads: list[int] | None = None
+
+    def to_dict(self, model: nn.Module | None = None) -> dict[str, Any]:
+        """``config.json`` content. A single-head timm model also gets the fields timm's hub loader reads."""
+        data: dict[str, Any] = {
+            "architecture": self.architecture,
+            "num_classes": self.num_classes,
+            "model_args": dict(self.model_args),
+            "library_name": "zoo",
+        }
+        if self.heads is not None:
+            data["heads"] = list(self.heads)
+        elif not is_zoo_model(self.architecture) and model is not None:
+            # timm reads architecture, num_classes, model_args and pretrained_cfg from config.json, so a
+            # single-head timm expert loads with timm.create_model("hf-hub:..." / "local-dir:...").
+            data["num_features"] = int(getattr(model, "num_features", 0))
+            cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+            data["pretrained_cfg"] = {k: v for k, v in cfg.items() if _jsonable(v) and k not in ("url", "hf_hub_id", "file", "source")}
+            data["pretrained_cfg"]["num_classes"] = self.num_classes
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        """Parse ``config.json`` content (zoo's fields; timm's extra fields are ignored)."""
+        from registry.errors import CardError
+
+        if not isinstance(data, dict):
+            raise CardError("config.json: expected a JSON object")
+        arch, n = data.get("architecture"), data.get("num_classes")
+        if not isinstance(arch, str) or not arch:
+            raise CardError("config.json: field 'architecture' must be a non-empty string")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise CardError("config.json: field 'num_classes' must be a non-negative integer")
+        args = data.get("model_args", {}) or {}
+        if not isinstance(args, dict):
+            raise CardError("config.json: field 'model_args' must be an object")
+        heads = data.get("heads")
+        if heads is not None and (not isinstance(heads, list) or not all(isinstance(h, int) and h > 0 for h in heads)):
+            raise CardError("config.json: field 'heads' must be a list of positive integers")
+        return cls(arch, n, dict(args), heads)
+
+
+def _jsonable(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool)) or (
+        isinstance(v, (list, tuple)) and all(_jsonable(x) for x in v))
+
+
+def create_model(architecture: str, num_classes: int, heads: list[int] | None = None, **model_args: Any) -> nn.Module:
+    """Build a model by architecture name: one of zoo's nets, else a timm model (never with downloaded weights).
+
+    With ``heads``, the result is a :class:`~zoo.models.heads.MultiHeadNet`: the backbone's features feed one
+    linear head per task, and ``num_classes`` must equal ``sum(heads)``.
+    """
+    from .heads import MultiHeadNet
+
+    config = ModelConfig(architecture, num_classes, dict(model_args), list(heads) if heads is not None else None)
+    if heads is not None:
+        if sum(heads) != num_classes:
+            raise ValueError(f"heads {heads} add up to {sum(heads)}, not num_classes={num_classes}")
+        model: nn.Module = MultiHeadNet(_build(architecture, 0, model_args), heads)
+    else:
+        model = _build(architecture, num_classes, model_args)
+    model.zoo_config = config  # type: ignore[attr-defined]
+    return model
+
+
+def build_from_config(config: ModelConfig) -> nn.Module:
+    """Rebuild the (untrained) module that ``config`` describes."""
+    return create_model(config.architecture, config.num_classes, config.heads, **config.model_args)
+
+
+def _build(architecture: str, num_classes: int, model_args: dict[str, Any]) -> nn.Module:
+    if architecture in _MODELS:
+        return _MODELS[architecture](num_classes=num_classes, **model_args)
+    import timm
+
+    if not timm.is_model(architecture):
+        raise UnknownArchitectureError(
+            f"unknown architecture {architecture!r}: not a zoo model ({', '.join(list_models())}) nor a timm model")
+    return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
+
+
+def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Penultimate features φ(x) of any model built by :func:`create_model` (zoo net, timm net or multi-head)."""
+    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):  # timm's interface
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    return model.features(x)
