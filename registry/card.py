@@ -70,7 +70,7 @@ class ExpertCard:
     buffer: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)
     files: dict[str, FileRecord] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds"))
     zoo_version: str = "0+unknown"
     format_version: int = FORMAT_VERSION
 
