@@ -1,6 +1,7 @@
 """Architectures: zoo's own nets, any timm name, and task heads."""
 
 from . import nets  # noqa: F401  (registers zoo's architectures)
+from . import resmlp, resnet, wrn  # noqa: F401  (registers their architectures)
 from .factory import (ModelConfig, build_from_config, create_model, features, is_known_architecture,
                       is_zoo_model, list_models, register_model)
 from .heads import MultiHeadNet
