@@ -23,7 +23,6 @@ import os
 import shutil
 import sqlite3
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -144,14 +143,17 @@ class LocalRegistry(Registry):
     @staticmethod
     def _abandoned(entry: Path) -> bool:
         # Every workspace folder X has a lock file X.lock that its writer holds (flock) from before the folder
-        # exists until after it is gone. A lock we can take, or a folder without a lock, was abandoned.
-        if entry.name.startswith("."):
-            return time.time() - entry.stat().st_mtime > 3600  # a lock file not yet renamed into place
-        lock = entry if entry.suffix == ".lock" else entry.with_name(entry.name + ".lock")
+        # exists until after it is gone; before that, the lock is created and locked as .X (pending). A lock we
+        # can take, or a folder without a lock, was abandoned by a killed writer.
+        if entry.is_dir():
+            lock = entry.with_name(entry.name + ".lock")
+            if not lock.exists():
+                return True
+            entry = lock
         try:
-            fd = os.open(lock, os.O_RDWR)
+            fd = os.open(entry, os.O_RDWR)
         except FileNotFoundError:
-            return entry.suffix != ".lock"
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -165,14 +167,20 @@ class LocalRegistry(Registry):
     @contextlib.contextmanager
     def _workspace(self, kind: str) -> Iterator[Path]:
         """A fresh folder under tmp/ or trash/, locked for the lifetime of the block, removed afterwards."""
-        name = uuid.uuid4().hex
+        while True:
+            name = uuid.uuid4().hex
+            pending = self.root / kind / ("." + name)
+            fd = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                # Publish the lock under its final name only once it is held, so `repair` never takes a live
+                # one. If a repair took the pending file for abandoned meanwhile, start again.
+                os.rename(pending, self.root / kind / (name + ".lock"))
+                break
+            except FileNotFoundError:
+                os.close(fd)
         folder = self.root / kind / name
         lock = folder.with_name(name + ".lock")
-        # Lock first, then publish the lock under its final name, so `repair` never sees it unlocked.
-        pending = folder.with_name("." + name)
-        fd = os.open(pending, os.O_RDWR | os.O_CREAT)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.rename(pending, lock)
         try:
             yield folder
         finally:
