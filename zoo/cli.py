@@ -349,6 +349,79 @@ def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters
     click.echo(f"pulled {len(cards)} expert(s) from {src.uri} into {dst.uri}")
 
 
+# --- running recipes ----------------------------------------------------------------------------------------------
+
+def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), help="Run folder (default: runs/<recipe name>).")
+@registry_option
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: the recipe's, else auto).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. training.epochs=2.")
+@click.option("--dry-run", is_flag=True, help="Validate the recipe, print it resolved, and stop.")
+@click.option("--no-resume", is_flag=True, help="Refuse to continue a run already in --out.")
+def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | None, sets: tuple[str, ...],
+        dry_run: bool, no_resume: bool) -> None:
+    """Run RECIPE (a YAML file): train every method stage by stage, evaluate, push experts, write results.
+
+    The run folder gets results.json, an accuracy-matrix PNG per method, the resolved recipe and a log;
+    running again into the same folder resumes after the last finished stage.
+    """
+    from zoo.recipe import dump_recipe, load_recipe
+
+    parsed = load_recipe(recipe, _overrides(sets))
+    if dry_run:
+        click.echo(dump_recipe(parsed), nl=False)
+        return
+    from zoo.runner import RunOptions, results_table, run_recipe
+
+    out = out or Path("runs") / parsed.name
+    if not _quiet():
+        import logging
+
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter("zoo: %(message)s"))
+        logging.getLogger("zoo").addHandler(console)
+    results = run_recipe(parsed, RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet()))
+    click.echo(results_table(results))
+    click.echo(f"\nresults: {out / 'results.json'}")
+
+
+@main.command("eval")
+@click.argument("refs", nargs=-1, required=True)
+@click.option("--recipe", "recipe_path", required=True, type=click.Path(path_type=Path),
+              help="The recipe whose stream (test splits) to evaluate on.")
+@registry_option
+@click.option("--device", help="cpu, cuda, ... (default: auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-task accuracies as JSON.")
+def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None, device: str | None,
+             as_json: bool) -> None:
+    """Evaluate registry experts (one model, or several as a zoo) on a recipe's task stream."""
+    from zoo.evaluate import evaluate_experts
+    from zoo.recipe import load_recipe
+
+    reg = _open(registry_uri)
+    report = evaluate_experts([reg.get(r) for r in refs], load_recipe(recipe_path), device=device)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{'task':>4}  {'classes':<20} {'class-IL':>8} {'task-IL':>8}")
+    for row in report["tasks"]:
+        click.echo(f"{row['task']:>4}  {_tasks(row['classes']):<20} {row['class_il']:>8.4f} {row['task_il']:>8.4f}")
+    click.echo(f"{'mean':>4}  {'':<20} {report['average']['class_il']:>8.4f} {report['average']['task_il']:>8.4f}")
+
+
 @main.command()
 @registry_option
 def gc(registry_uri: str | None) -> None:

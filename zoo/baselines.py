@@ -1,0 +1,201 @@
+"""The baselines every benchmark reports: finetune (lower bound), joint (upper bound) and replay (ER)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Split
+from .methods import Method, NoParams, register_method
+from .metrics import Predictor
+from .train import fit
+
+
+def _concat(splits: list[Split]) -> Split:
+    return Split(torch.cat([s.x for s in splits]), torch.cat([s.y for s in splits]))
+
+
+def _model_predictor(model: nn.Module) -> Predictor:
+    def predict(x: torch.Tensor, task: Any) -> torch.Tensor:
+        return model(x)
+    return predict
+
+
+class _SingleModel(Method):
+    """A method that carries one model from stage to stage."""
+
+    def __init__(self, params: Any, ctx: Any):
+        super().__init__(params, ctx)
+        self.model = ctx.new_model()
+
+    def predictor(self) -> Predictor:
+        self.model.eval()
+        return _model_predictor(self.model)
+
+    def expert(self) -> nn.Module:
+        return self.model
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+
+    def _loss_classes(self, t: int, which: str) -> list[int] | None:
+        if which == "all":
+            return None
+        if which == "task":
+            return list(self.ctx.stream.tasks[t].classes)
+        return self.ctx.seen_classes(t)
+
+
+@dataclass
+class FinetuneParams:
+    """Finetune: ``loss_classes`` = classes the cross-entropy covers (seen so far, the task's, or all)."""
+
+    loss_classes: Literal["seen", "task", "all"] = "seen"
+
+
+@register_method("finetune")
+class Finetune(_SingleModel):
+    """Sequential training on each task in turn, nothing to prevent forgetting: the lower bound."""
+
+    Params = FinetuneParams
+
+    def train_stage(self, t: int) -> dict[str, Any]:
+        task = self.ctx.stream.tasks[t]
+        r = fit(self.model, task.train, task.val, self.ctx.training, num_classes=self.ctx.stream.num_classes,
+                classes=self._loss_classes(t, self.params.loss_classes), generator=self._gen(t),
+                desc=f"finetune task {t}", progress=self.ctx.progress)
+        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy}
+
+    def _gen(self, t: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.ctx.seed * 1000 + t)
+
+
+@register_method("joint")
+class Joint(_SingleModel):
+    """At stage t a fresh model is trained on all data of tasks 0..t together: the upper bound."""
+
+    Params = NoParams
+
+    def train_stage(self, t: int) -> dict[str, Any]:
+        tasks = self.ctx.stream.tasks[: t + 1]
+        torch.manual_seed(self.ctx.seed)
+        self.model = self.ctx.new_model()
+        r = fit(self.model, _concat([k.train for k in tasks]), _concat([k.val for k in tasks]), self.ctx.training,
+                num_classes=self.ctx.stream.num_classes, classes=self.ctx.seen_classes(t),
+                generator=torch.Generator().manual_seed(self.ctx.seed * 1000 + t),
+                desc=f"joint tasks 0-{t}", progress=self.ctx.progress)
+        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy}
+
+
+@dataclass
+class ReplayParams:
+    """Experience replay: a reservoir memory of ``memory_size`` samples; each minibatch is joined by
+    ``replay_batch_size`` memory samples (default: the training batch size)."""
+
+    memory_size: int = 200
+    replay_batch_size: int | None = None
+    loss_classes: Literal["seen", "task", "all"] = "seen"
+
+
+class Reservoir:
+    """A fixed-size reservoir sample over every training sample the stream has shown so far."""
+
+    def __init__(self, capacity: int, seed: int):
+        self.capacity = capacity
+        self.seen = 0
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return 0 if self.y is None else len(self.y)
+
+    def update(self, split: Split) -> None:
+        """Offer every sample of ``split`` (in random order) to the reservoir (Vitter's algorithm R)."""
+        n = len(split)
+        if n == 0 or self.capacity == 0:
+            return
+        order = self.rng.permutation(n)
+        counts = self.seen + 1 + np.arange(n)  # 1-based position of each sample in the whole stream
+        slots = self.rng.integers(0, counts)
+        fill = max(0, min(self.capacity - len(self), n))
+        slots[:fill] = len(self) + np.arange(fill)  # while not full, every sample is kept
+        keep = slots < self.capacity
+        # Later samples overwrite earlier ones in the same slot: keep the last writer of each slot.
+        slot_ids, last = np.unique(slots[keep][::-1], return_index=True)
+        chosen = order[np.flatnonzero(keep)[::-1][last]]
+        size = max(len(self), int(slot_ids.max()) + 1)
+        x_new, y_new = split.x[torch.as_tensor(chosen, device=split.x.device)], split.y[torch.as_tensor(chosen, device=split.y.device)]
+        if self.x is None:
+            self.x = torch.empty((size, *split.x.shape[1:]), dtype=split.x.dtype, device=split.x.device)
+            self.y = torch.empty(size, dtype=split.y.dtype, device=split.y.device)
+        elif size > len(self):
+            self.x = torch.cat([self.x, self.x.new_empty((size - len(self), *self.x.shape[1:]))])
+            self.y = torch.cat([self.y, self.y.new_empty(size - len(self.y))])
+        idx = torch.as_tensor(slot_ids, device=self.x.device)
+        self.x[idx] = x_new
+        self.y[idx] = y_new
+        self.seen += n
+
+    def sample(self, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` memory samples drawn uniformly with replacement."""
+        idx = torch.randint(0, len(self), (k,), generator=generator).to(self.x.device)
+        return self.x[idx], self.y[idx]
+
+
+@register_method("replay")
+class Replay(_SingleModel):
+    """Experience replay (ER) with a reservoir memory of a stated size."""
+
+    Params = ReplayParams
+
+    def __init__(self, params: ReplayParams, ctx: Any):
+        super().__init__(params, ctx)
+        self.memory_buffer = Reservoir(params.memory_size, ctx.seed)
+
+    def train_stage(self, t: int) -> dict[str, Any]:
+        task = self.ctx.stream.tasks[t]
+        gen = torch.Generator().manual_seed(self.ctx.seed * 1000 + t)
+        k = self.params.replay_batch_size or self.ctx.training.batch_size
+        mem = self.memory_buffer
+
+        def mix(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if len(mem) == 0:
+                return xb, yb
+            mx, my = mem.sample(k, gen)
+            return torch.cat([xb, mx]), torch.cat([yb, my])
+
+        r = fit(self.model, task.train, task.val, self.ctx.training, num_classes=self.ctx.stream.num_classes,
+                classes=self._loss_classes(t, self.params.loss_classes), batch_hook=mix, generator=gen,
+                desc=f"replay task {t}", progress=self.ctx.progress)
+        # Seeded per stage, so a run resumed from a checkpoint samples exactly what an uninterrupted one does.
+        mem.rng = np.random.default_rng([self.ctx.seed, t])
+        mem.update(task.train)
+        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy, "memory": len(mem)}
+
+    def memory(self) -> dict[str, int]:
+        mem = self.memory_buffer
+        return {"exemplars": len(mem), "bytes": 0 if mem.x is None else mem.x.element_size() * mem.x.numel()}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        out = super().state()
+        if len(self.memory_buffer):
+            out["memory.x"] = self.memory_buffer.x
+            out["memory.y"] = self.memory_buffer.y
+        out["memory.seen"] = torch.tensor([self.memory_buffer.seen])
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
+        super().load_state(tensors, t)
+        device = self.ctx.device
+        if "memory.x" in tensors:
+            self.memory_buffer.x = tensors["memory.x"].to(device)
+            self.memory_buffer.y = tensors["memory.y"].to(device)
+        self.memory_buffer.seen = int(tensors["memory.seen"][0])

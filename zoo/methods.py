@@ -1,0 +1,109 @@
+"""The method registry and the interface every continual-learning method implements.
+
+A method is run stage by stage by :func:`zoo.runner.run_recipe`: ``train_stage(t)`` learns task ``t``,
+``predictor()`` answers for evaluation, ``state()`` / ``load_state()`` checkpoint it between stages (so an
+interrupted run resumes at the last finished stage), and ``expert()`` is what goes to the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .data import TaskStream
+from .metrics import Predictor
+from .train import TrainConfig
+
+_METHODS: dict[str, type["Method"]] = {}
+
+
+def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
+    """Class decorator: make a method available to recipes as ``method: NAME``."""
+    def wrap(cls: type["Method"]) -> type["Method"]:
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+    return wrap
+
+
+def get_method(name: str) -> type["Method"]:
+    """The method class registered under ``name``; a clear error otherwise."""
+    from . import baselines  # noqa: F401  (registers the built-in methods)
+    from .schema import RecipeError
+
+    if name not in _METHODS:
+        raise RecipeError(f"recipe: unknown method {name!r} (choose from {', '.join(sorted(_METHODS))})")
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    """Names of the registered methods."""
+    return sorted(_METHODS)
+
+
+@dataclass
+class RunContext:
+    """What a method needs from the run: the stream, a model factory, training settings, device, seed."""
+
+    stream: TaskStream
+    new_model: Callable[[], nn.Module]
+    training: TrainConfig
+    device: torch.device
+    seed: int
+    progress: bool = True
+
+    def seen_classes(self, t: int) -> list[int]:
+        """Classes of tasks 0..t, in order of first appearance."""
+        seen: dict[int, None] = {}
+        for task in self.stream.tasks[: t + 1]:
+            seen.update(dict.fromkeys(task.classes))
+        return list(seen)
+
+
+@dataclass
+class NoParams:
+    """A method without parameters."""
+
+
+class Method(ABC):
+    """A continual-learning method (see module docstring). Subclasses set ``Params`` to a dataclass."""
+
+    name: str = "method"
+    Params: type = NoParams
+
+    def __init__(self, params: Any, ctx: RunContext):
+        self.params = params
+        self.ctx = ctx
+
+    @abstractmethod
+    def train_stage(self, t: int) -> dict[str, Any]:
+        """Learn task ``t`` (tasks 0..t-1 already learnt); return facts worth logging (epochs, val acc)."""
+
+    @abstractmethod
+    def predictor(self) -> Predictor:
+        """Scores over all global classes for evaluation (see :data:`zoo.metrics.Predictor`)."""
+
+    @abstractmethod
+    def state(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to resume after the current stage."""
+
+    @abstractmethod
+    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
+        """Restore the state saved after stage ``t``."""
+
+    @abstractmethod
+    def expert(self) -> nn.Module:
+        """The model that represents the method after the current stage (pushed to the registry)."""
+
+    def memory(self) -> dict[str, int]:
+        """What the method keeps besides its model: ``exemplars`` (count) and their ``bytes``."""
+        return {"exemplars": 0, "bytes": 0}
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """The method's parameters as recorded in expert cards and results."""
+        return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}

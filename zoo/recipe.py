@@ -1,0 +1,161 @@
+"""Recipes: a validated YAML file that says what to run (stream, model, methods, training, seed, registry).
+
+```yaml
+name: demo
+seed: 0
+stream: {dataset: digits, scenario: split, n_tasks: 5}
+model: {architecture: mlp, args: {in_features: 64, hidden: 256}}
+training: {epochs: 20, batch_size: 32, optimizer: adam, lr: 0.001}
+methods:
+  - finetune
+  - {method: replay, memory_size: 100}
+  - joint
+```
+
+Every key is checked: an unknown key, a wrong type, an unknown architecture or method raises
+:class:`~zoo.schema.RecipeError` naming the key. Each method entry may carry its own parameters, a ``label``
+(to run one method twice with different settings) and ``training`` overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .data import StreamSpec
+from .schema import RecipeError, parse, to_data
+from .train import TrainConfig
+
+
+@dataclass
+class ModelSpec:
+    """The architecture (a zoo or timm name) and its constructor arguments."""
+
+    architecture: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MethodSpec:
+    """One method to run: its registered name, its parameters, a label and training overrides."""
+
+    method: str
+    label: str = ""
+    params: Any = None
+    training: TrainConfig | None = None
+
+    @property
+    def key(self) -> str:
+        """The name results are filed under (the label, else the method)."""
+        return self.label or self.method
+
+
+@dataclass
+class Recipe:
+    """A whole run: see the module docstring."""
+
+    name: str
+    stream: StreamSpec
+    model: ModelSpec
+    methods: list[MethodSpec]
+    training: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: str = "auto"
+    registry: str | None = None
+    description: str = ""
+
+    def to_data(self) -> dict[str, Any]:
+        """The recipe as plain data (resolved: every default filled in)."""
+        data = to_data(self)
+        data["methods"] = [
+            {"method": m.method, **({"label": m.label} if m.label else {}), **to_data(m.params),
+             **({"training": to_data(m.training)} if m.training is not None else {})}
+            for m in self.methods]
+        return data
+
+
+def _method_spec(entry: Any, index: int, base_training: dict[str, Any]) -> MethodSpec:
+    from .methods import get_method
+
+    where = f"methods[{index}]"
+    if isinstance(entry, str):
+        entry = {"method": entry}
+    if not isinstance(entry, dict) or "method" not in entry:
+        raise RecipeError(f"recipe: {where} must be a method name or a mapping with a 'method' key")
+    entry = dict(entry)
+    name = entry.pop("method")
+    if not isinstance(name, str):
+        raise RecipeError(f"recipe: {where}.method must be a string")
+    cls = get_method(name)
+    label = entry.pop("label", "")
+    if not isinstance(label, str):
+        raise RecipeError(f"recipe: {where}.label must be a string")
+    overrides = entry.pop("training", None)
+    training = parse(TrainConfig, {**base_training, **overrides}, f"{where}.training") if overrides else None
+    params = parse(cls.Params, entry, where)
+    return MethodSpec(name, label, params, training)
+
+
+def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
+    """Validate parsed YAML into a :class:`Recipe`; raise RecipeError naming the first problem."""
+    from zoo.models import is_known_architecture
+
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe: {source} must be a mapping at the top level")
+    data = dict(data)
+    methods = data.pop("methods", None)
+    if "method" in data:  # a single method may be given as `method:`
+        if methods is not None:
+            raise RecipeError("recipe: give either 'method' or 'methods', not both")
+        methods = [data.pop("method")]
+    if not isinstance(methods, list) or not methods:
+        raise RecipeError("recipe: missing key 'methods' (a list of methods to run)")
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        raise RecipeError("recipe: training must be a mapping")
+    specs = [_method_spec(m, i, training) for i, m in enumerate(methods)]
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise RecipeError("recipe: two methods share a name; give them distinct 'label's")
+    recipe = parse(Recipe, {**data, "methods": []}, "")
+    recipe.methods = specs
+    if not is_known_architecture(recipe.model.architecture):
+        raise RecipeError(f"recipe: model.architecture: unknown architecture {recipe.model.architecture!r} "
+                          f"(a zoo model or a timm model name)")
+    return recipe
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe file; ``overrides`` (dotted keys) replace values before validation."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RecipeError(f"recipe: no such file {path}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"recipe: {path.name} is not valid YAML{where}") from None
+    for key, value in (overrides or {}).items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return parse_recipe(data, path.name)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML."""
+    return yaml.safe_dump(recipe.to_data(), sort_keys=False)
+
+
+def method_training(recipe: Recipe, spec: MethodSpec) -> TrainConfig:
+    """The training settings a method runs with (its overrides, else the recipe's)."""
+    return spec.training if spec.training is not None else dataclasses.replace(recipe.training)

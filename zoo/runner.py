@@ -1,0 +1,258 @@
+"""The main job: run a recipe stage by stage, evaluate, checkpoint, push experts, write the run folder.
+
+Run folder::
+
+    recipe.yaml                 the recipe as resolved (every default filled in)
+    results.json                every method's results side by side, plus the recipe and the stream
+    <method>/results.json       accuracy matrices (class-IL, task-IL), summary metrics, memory, timings
+    <method>/accuracy_matrix.png
+    checkpoints/<method>/stage-<t>.safetensors   state after each finished stage (for resuming)
+    checkpoints/<method>/progress.json           rows and facts of the finished stages
+    run.log
+
+Running the same recipe into the same folder again resumes after the last finished stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from registry import Registry, open_registry, write_expert
+from registry.card import ExpertCard, ParentRef, TaskSpec
+from registry.errors import ZooError
+
+from . import baselines  # noqa: F401  (registers the baseline methods)
+from .budget import memory_report
+from .data import build_stream
+from .methods import RunContext, get_method
+from .metrics import evaluate_stage, plot_accuracy_matrix, results_from_rows, task_accuracies
+from .recipe import Recipe, dump_recipe, method_training
+from .train import prepare_model, resolve_device, seed_everything
+
+log = logging.getLogger("zoo")
+
+
+@dataclass
+class RunOptions:
+    """How to run: where results go, which registry (None: the recipe's or the default; 'none': no push)."""
+
+    out: Path
+    registry: str | None = None
+    device: str | None = None
+    progress: bool = True
+    resume: bool = True
+
+
+def _setup_logging(out: Path) -> logging.Handler:
+    handler = logging.FileHandler(out / "run.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+def _open_target_registry(recipe: Recipe, opts: RunOptions) -> Registry | None:
+    uri = opts.registry if opts.registry is not None else recipe.registry
+    if uri == "none":
+        return None
+    return open_registry(uri)
+
+
+def store_model(reg: Registry, model: torch.nn.Module, **fields: Any) -> ExpertCard:
+    """Write ``model`` into any registry: straight into a local one, via a temporary folder to the Hub."""
+    if hasattr(reg, "save"):
+        return reg.save(model, **fields)
+    with tempfile.TemporaryDirectory() as tmp:
+        expert = write_expert(Path(tmp) / "expert", model, **fields)
+        reg.add(expert)
+        return expert.card
+
+
+def _check_resume(out: Path, recipe_text: str, resume: bool) -> None:
+    previous = out / "recipe.yaml"
+    if previous.exists() and (out / "checkpoints").exists():
+        if not resume:
+            raise ZooError(f"{out} already holds a run; choose another --out or remove it")
+        if previous.read_text() != recipe_text:
+            raise ZooError(f"{out} holds a run of a different recipe; choose another --out or remove it")
+
+
+def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
+    """Run every method of ``recipe`` on its stream and write the run folder; return the combined results."""
+    out = opts.out
+    out.mkdir(parents=True, exist_ok=True)
+    recipe_text = dump_recipe(recipe)
+    _check_resume(out, recipe_text, opts.resume)
+    (out / "recipe.yaml").write_text(recipe_text)
+    handler = _setup_logging(out)
+    try:
+        return _run(recipe, opts, out)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
+    from zoo.models import create_model
+
+    start = time.perf_counter()
+    device = resolve_device(opts.device or recipe.device)
+    t0 = time.perf_counter()
+    stream = build_stream(recipe.stream).to(device)
+    load_s = time.perf_counter() - t0
+    log.info("stream %s: %d tasks, %d classes, device %s", stream.name, len(stream.tasks), stream.num_classes, device)
+    reg = _open_target_registry(recipe, opts)
+
+    def new_model() -> torch.nn.Module:
+        return prepare_model(create_model(recipe.model.architecture, stream.num_classes, **recipe.model.args), device)
+
+    baseline = _fresh_model_baseline(new_model, stream, recipe.seed)
+    combined: dict[str, Any] = {"recipe": recipe.to_data(), "stream": stream.describe(), "device": str(device),
+                                "machine": _machine(), "methods": {}}
+    for spec in recipe.methods:
+        result = _run_method(recipe, spec, stream, new_model, device, baseline, reg, opts, out)
+        result["timings"]["data_load_s"] = load_s
+        combined["methods"][spec.key] = result
+    combined["timings"] = {"total_s": time.perf_counter() - start}
+    _write_json(out / "results.json", combined)
+    return combined
+
+
+def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, list[float]]:
+    """b_j for FWT: a freshly initialised model on task j, each protocol as R[j-1][j] is measured."""
+    torch.manual_seed(seed)
+    model = new_model().eval()
+    predict = lambda x, task: model(x)  # noqa: E731
+    seen: list[int] = []
+    out: dict[str, list[float]] = {"class_il": [], "task_il": []}
+    for task in stream.tasks:
+        accs = task_accuracies(predict, task, seen or list(task.classes), stream.num_classes)
+        out["class_il"].append(accs["class_il"])
+        out["task_il"].append(accs["task_il"])
+        seen = list(dict.fromkeys(seen + list(task.classes)))
+    return out
+
+
+def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: torch.device,
+                baseline: dict[str, list[float]], reg: Registry | None, opts: RunOptions, out: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file, save_file
+
+    key = spec.key
+    ckpt_dir = out / "checkpoints" / key
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    progress_file = ckpt_dir / "progress.json"
+    done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": []}
+    seed_everything(recipe.seed)
+    ctx = RunContext(stream=stream, new_model=new_model, training=method_training(recipe, spec), device=device,
+                     seed=recipe.seed, progress=opts.progress)
+    method = get_method(spec.method)(spec.params, ctx)
+    rows: dict[str, list[list[float]]] = {"class_il": [], "task_il": []}
+    stages: list[dict[str, Any]] = []
+    parent: ParentRef | None = None
+    for t in range(len(stream.tasks)):
+        ckpt = ckpt_dir / f"stage-{t}.safetensors"
+        if t < len(done["stages"]) and ckpt.exists():
+            method.load_state({k: v.to(device) for k, v in load_file(ckpt).items()}, t)
+            stage = done["stages"][t]
+            log.info("%s: stage %d restored from %s", key, t, ckpt)
+        else:
+            t0 = time.perf_counter()
+            info = method.train_stage(t)
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            row = evaluate_stage(method.predictor(), stream, ctx.seen_classes(t))
+            eval_s = time.perf_counter() - t0
+            stage = {"stage": t, "class_il": row["class_il"], "task_il": row["task_il"], "train_s": train_s,
+                     "eval_s": eval_s, "info": info, "expert": None}
+            if reg is not None:
+                card = _push_stage(reg, method, recipe, spec, stream, t, stage, parent)
+                stage["expert"] = {"id": card.id, "digest": card.digest, "registry": reg.uri}
+            # Checkpoint last: a stage counts as finished only once its state, row and expert are saved.
+            tmp = ckpt.with_suffix(".tmp")
+            save_file({k: v.detach().contiguous().cpu() for k, v in method.state().items()}, tmp)
+            os.replace(tmp, ckpt)
+            done["stages"] = done["stages"][:t] + [stage]
+            _write_json(progress_file, done)
+            seen_avg = sum(row["class_il"][: t + 1]) / (t + 1)
+            log.info("%s: stage %d trained in %.1fs, class-IL avg over seen tasks %.4f", key, t, train_s, seen_avg)
+        if stage.get("expert"):
+            parent = ParentRef(stage["expert"]["id"], stage["expert"]["digest"], "base")
+        stages.append(stage)
+        for p in rows:
+            rows[p].append(stage[p])
+    result = results_from_rows(rows, baseline)
+    mem = method.memory()
+    result.update({
+        "method": spec.method,
+        "label": key,
+        "params": method.hyperparameters(),
+        "memory": memory_report([method.expert()], mem["exemplars"], stream),
+        "timings": {"train_s": sum(s["train_s"] for s in stages), "eval_s": sum(s["eval_s"] for s in stages),
+                    "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
+        "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],
+    })
+    (out / key).mkdir(exist_ok=True)
+    _write_json(out / key / "results.json", {**result, "recipe": recipe.to_data()})
+    plot_accuracy_matrix(result, out / key / "accuracy_matrix.png", title=f"{recipe.name}: {key}")
+    return result
+
+
+def _push_stage(reg: Registry, method: Any, recipe: Recipe, spec: Any, stream: Any, t: int,
+                stage: dict[str, Any], parent: ParentRef | None) -> ExpertCard:
+    seen_tasks = stream.tasks[: t + 1]
+    avg = {p: sum(stage[p][: t + 1]) / (t + 1) for p in ("class_il", "task_il")}
+    return store_model(
+        reg, method.expert(),
+        name=f"{recipe.name}-{spec.key}-s{t}",
+        tasks=[TaskSpec(task.id, tuple(task.classes)) for task in seen_tasks],
+        parents=[parent] if parent else [],
+        method=spec.method,
+        hyperparameters={**method.hyperparameters(), "training": _plain(method_training(recipe, spec))},
+        seed=recipe.seed,
+        metrics={"class_il_accuracy": avg["class_il"], "task_il_accuracy": avg["task_il"]},
+        labels=[stream.name, recipe.name],
+    )
+
+
+def _plain(obj: Any) -> Any:
+    from .schema import to_data
+
+    return to_data(obj)
+
+
+def _machine() -> dict[str, Any]:
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "cpus": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def results_table(results: dict[str, Any]) -> str:
+    """A plain-text table of every method's final average accuracy, forgetting and time, per protocol."""
+    header = ["method", "class-IL acc", "class-IL forget", "task-IL acc", "task-IL forget", "memory (ex.)", "train s"]
+    rows = [header]
+    for key, r in results["methods"].items():
+        rows.append([key, f"{r['final_average_accuracy']['class_il']:.4f}", f"{r['forgetting']['class_il']:.4f}",
+                     f"{r['final_average_accuracy']['task_il']:.4f}", f"{r['forgetting']['task_il']:.4f}",
+                     f"{r['memory']['exemplars']}", f"{r['timings']['train_s']:.1f}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
