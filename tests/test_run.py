@@ -1,0 +1,158 @@
+"""The main job on real data (Split-Digits): accuracy, forgetting, results.json, experts, eval, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from registry import LocalRegistry
+from tests.test_cli import zoo
+from zoo.recipe import load_recipe
+from zoo.runner import RunOptions, run_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "recipes" / "demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    results = run_recipe(load_recipe(DEMO), RunOptions(out=out / "run", registry=str(out / "reg"), progress=False))
+    return out, results
+
+
+def test_joint_reaches_real_accuracy_and_finetune_forgets(demo_run):
+    _, results = demo_run
+    m = results["methods"]
+    joint, finetune, replay = m["joint"], m["finetune"], m["replay"]
+    assert joint["final_average_accuracy"]["class_il"] >= 0.90
+    assert joint["final_average_accuracy"]["task_il"] >= 0.95
+    # Finetune remembers only the last task in class-IL: about 1/5 of the stream, and forgets most of it.
+    assert finetune["final_average_accuracy"]["class_il"] < 0.35
+    assert finetune["forgetting"]["class_il"] > 0.7 and finetune["bwt"]["class_il"] < -0.7
+    assert replay["final_average_accuracy"]["class_il"] > 2 * finetune["final_average_accuracy"]["class_il"]
+    # The last task is learnt by everyone.
+    assert finetune["accuracy_matrix"]["class_il"][-1][-1] > 0.9
+
+
+def test_results_json_and_run_folder(demo_run):
+    out, results = demo_run
+    run = out / "run"
+    assert (run / "recipe.yaml").exists() and (run / "run.log").read_text().count("stage") >= 15
+    data = json.loads((run / "finetune" / "results.json").read_text())
+    for key in ("accuracy_matrix", "final_average_accuracy", "forgetting", "bwt", "fwt", "memory", "timings",
+                "recipe", "average_incremental_accuracy"):
+        assert key in data, key
+    assert set(data["accuracy_matrix"]) == {"class_il", "task_il"}
+    assert len(data["accuracy_matrix"]["class_il"]) == 5 and len(data["accuracy_matrix"]["class_il"][0]) == 5
+    # Class-IL: before a task's classes are seen, its accuracy is exactly 0 (logits of unseen classes masked).
+    assert data["accuracy_matrix"]["class_il"][0][1:] == [0.0, 0.0, 0.0, 0.0]
+    assert data["fwt"]["class_il"] == 0.0
+    replay = json.loads((run / "replay" / "results.json").read_text())
+    assert replay["memory"]["exemplars"] == 100 and replay["memory"]["exemplar_bytes"] == 64
+    assert replay["memory"]["exemplar_equivalents"] == pytest.approx(
+        (replay["memory"]["model_bytes"] + 100 * 64) / 64)
+    assert (run / "finetune" / "accuracy_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    combined = json.loads((run / "results.json").read_text())
+    assert set(combined["methods"]) == {"finetune", "replay", "joint"}
+    assert combined["recipe"]["stream"]["dataset"] == "digits"
+
+
+def test_experts_are_pushed_with_lineage(demo_run):
+    out, results = demo_run
+    reg = LocalRegistry(out / "reg")
+    cards = reg.find()
+    assert len(cards) == 15
+    last = reg.card("demo-finetune-s4")
+    assert last.task_ids == [0, 1, 2, 3, 4] and last.method == "finetune"
+    assert last.base.id == reg.card("demo-finetune-s3").id
+    stage = results["methods"]["finetune"]["stages"][4]
+    assert stage["expert"]["id"] == last.id
+    assert last.metrics["class_il_accuracy"] == pytest.approx(
+        results["methods"]["finetune"]["final_average_accuracy"]["class_il"])
+
+
+def test_zoo_eval_matches_the_run(demo_run):
+    out, results = demo_run
+    code, stdout, err = zoo("eval", "demo-replay-s4", "--recipe", str(DEMO), "--registry", str(out / "reg"), "--json")
+    assert code == 0, err
+    report = json.loads(stdout)
+    row = results["methods"]["replay"]["accuracy_matrix"]["class_il"][-1]
+    assert [t["class_il"] for t in report["tasks"]] == pytest.approx(row)
+    assert report["average"]["class_il"] == pytest.approx(results["methods"]["replay"]["final_average_accuracy"]["class_il"])
+
+
+def _small_recipe(tmp_path: Path, **training) -> Path:
+    text = DEMO.read_text()
+    path = tmp_path / "small.yaml"
+    path.write_text(text.replace("epochs: 30", f"epochs: {training.get('epochs', 5)}"))
+    return path
+
+
+def test_resume_after_interruption(tmp_path, monkeypatch):
+    recipe = load_recipe(_small_recipe(tmp_path))
+    straight = run_recipe(recipe, RunOptions(out=tmp_path / "straight", registry="none", progress=False))
+
+    from zoo import baselines
+
+    original = baselines.Replay.train_stage
+
+    def crash_at_stage_2(self, t):
+        if t == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, t)
+
+    monkeypatch.setattr(baselines.Replay, "train_stage", crash_at_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
+    monkeypatch.setattr(baselines.Replay, "train_stage", original)
+    trained = []
+    monkeypatch.setattr(baselines.Replay, "train_stage", lambda self, t: trained.append(t) or original(self, t))
+    resumed = run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
+    assert trained == [2, 3, 4]  # stages 0 and 1 of replay came from their checkpoints
+    assert "replay: stage 1 restored" in (tmp_path / "resumed" / "run.log").read_text()
+    for method in ("finetune", "replay", "joint"):
+        assert resumed["methods"][method]["accuracy_matrix"] == straight["methods"][method]["accuracy_matrix"]
+
+
+def test_rerun_with_a_different_recipe_is_refused(tmp_path):
+    path = _small_recipe(tmp_path, epochs=1)
+    run_recipe(load_recipe(path), RunOptions(out=tmp_path / "run", registry="none", progress=False))
+    code, _, err = zoo("run", str(path), "--out", str(tmp_path / "run"), "--set", "training.epochs=2",
+                       "--registry", "none")
+    assert code == 1 and "holds a run of a different recipe" in err
+
+
+# --- recipe validation ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace("training:", "trainig:"), "unknown key 'trainig' (did you mean 'training'?)"),
+    (lambda t: t.replace("lr: 0.001", "lr: fast"), "training.lr must be a number, got a string"),
+    (lambda t: t.replace("epochs: 30", "epochs: 2.5"), "training.epochs must be an integer"),
+    (lambda t: t.replace("architecture: mlp", "architecture: nosuchnet"), "unknown architecture 'nosuchnet'"),
+    (lambda t: t.replace("  - joint", "  - magic"), "unknown method 'magic'"),
+    (lambda t: t.replace("memory_size: 100", "memory_sise: 100"), "unknown key 'methods[1].memory_sise'"),
+    (lambda t: t.replace("optimizer: adam", "optimizer: adagrad"), "training.optimizer must be one of"),
+    (lambda t: t.replace("dataset: digits", "dataset: cifar11"), "cifar11"),
+    (lambda t: t.replace("name: demo", "name: [demo"), "not valid YAML"),
+])
+def test_bad_recipes_give_one_line_errors(tmp_path, edit, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit(DEMO.read_text()))
+    code, _, err = zoo("run", str(bad), "--out", str(tmp_path / "out"), "--registry", "none")
+    assert code != 0
+    assert err.count("\n") == 1 and err.startswith("zoo: error: ") and message in err, err
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_dry_run_prints_resolved_recipe(tmp_path):
+    code, out, err = zoo("run", str(DEMO), "--dry-run", "--set", "training.epochs=3")
+    assert code == 0, err
+    assert "epochs: 3" in out and "val_fraction: 0.1" in out and "memory_size: 100" in out
+
+
+def test_missing_recipe_file(tmp_path):
+    code, _, err = zoo("run", str(tmp_path / "nope.yaml"))
+    assert code == 1 and "no such file" in err
