@@ -23,7 +23,7 @@ def exemplar_bytes(stream: Any) -> int:
     size = 1
     for d in shape:
         size *= int(d)
-    if getattr(stream, "dataset", "") == "features" or len(shape) == 1 and stream.name.startswith("features"):
+    if getattr(stream, "dataset", "") == "features":
         return 4 * size
     return size  # images and digits are stored as 8-bit values
 
