@@ -156,3 +156,11 @@ def test_dry_run_prints_resolved_recipe(tmp_path):
 def test_missing_recipe_file(tmp_path):
     code, _, err = zoo("run", str(tmp_path / "nope.yaml"))
     assert code == 1 and "no such file" in err
+
+
+def test_missing_dataset_names_the_folder(tmp_path):
+    recipe = tmp_path / "cifar.yaml"
+    recipe.write_text(DEMO.read_text().replace("dataset: digits", f"dataset: cifar10\n  data_root: {tmp_path / 'data'}"))
+    code, _, err = zoo("run", str(recipe), "--out", str(tmp_path / "out"), "--registry", "none")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("zoo: error: ")
+    assert str(tmp_path / "data") in err and "download" in err, err
