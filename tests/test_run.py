@@ -164,3 +164,18 @@ def test_missing_dataset_names_the_folder(tmp_path):
     code, _, err = zoo("run", str(recipe), "--out", str(tmp_path / "out"), "--registry", "none")
     assert code == 1 and err.count("\n") == 1 and err.startswith("zoo: error: ")
     assert str(tmp_path / "data") in err and "download" in err, err
+
+
+def test_split_fashion_mnist_joint_and_forgetting(tmp_path):
+    """Split-Fashion-MNIST (5 x 2), shortened: joint >= 0.80 class-IL, finetune forgets."""
+    from zoo.data import DataNotFoundError
+
+    recipe = load_recipe(ROOT / "recipes" / "split-fashion-mnist.yaml", {"training.epochs": 2})
+    recipe.methods = [m for m in recipe.methods if m.method in ("finetune", "joint")]
+    try:
+        results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry="none", progress=False))
+    except DataNotFoundError as e:
+        pytest.skip(f"Fashion-MNIST not installed here: {e}")
+    joint, finetune = results["methods"]["joint"], results["methods"]["finetune"]
+    assert joint["final_average_accuracy"]["class_il"] >= 0.80
+    assert finetune["final_average_accuracy"]["class_il"] < 0.3 and finetune["forgetting"]["class_il"] > 0.8
