@@ -12,6 +12,14 @@ _LAZY = {
     "create_model": "zoo.models",
     "list_models": "zoo.models",
     "ModelConfig": "zoo.models",
+    "build_stream": "zoo.data",
+    "StreamSpec": "zoo.data",
+    "TaskStream": "zoo.data",
+    "load_recipe": "zoo.recipe",
+    "run_recipe": "zoo.runner",
+    "RunOptions": "zoo.runner",
+    "TrainConfig": "zoo.train",
+    "fit": "zoo.train",
 }
 
 __all__ = sorted(_LAZY)
