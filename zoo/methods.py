@@ -33,7 +33,7 @@ def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
 
 def get_method(name: str) -> type["Method"]:
     """The method class registered under ``name``; a clear error otherwise."""
-    from . import baselines  # noqa: F401  (registers the built-in methods)
+    from . import baselines, bmc  # noqa: F401  (registers the built-in methods)
     from .schema import RecipeError
 
     if name not in _METHODS:
@@ -103,6 +103,19 @@ class Method(ABC):
     def memory(self) -> dict[str, int]:
         """What the method keeps besides its model: ``exemplars`` (count) and their ``bytes``."""
         return {"exemplars": 0, "bytes": 0}
+
+    def publish(self, t: int, publish: Callable[..., Any], parent: Any, stage: dict[str, Any]) -> Any:
+        """Push what stage ``t`` produced through ``publish(model, suffix=..., tasks=..., parents=..., ...)``
+        and return the card of the model that stands for the method now (None when nothing was pushed).
+        By default: the stage's model, with the previous stage's model as parent."""
+        seen = self.ctx.stream.tasks[: t + 1]
+        avg = {p: sum(stage[p][: t + 1]) / (t + 1) for p in ("class_il", "task_il")}
+        return publish(self.expert(), suffix=f"s{t}", tasks=[(k.id, k.classes) for k in seen],
+                       parents=[parent] if parent else [],
+                       metrics={"class_il_accuracy": avg["class_il"], "task_il_accuracy": avg["task_il"]})
+
+    def close(self) -> None:
+        """Release what the method holds beyond the run (worker pools, clusters)."""
 
     def hyperparameters(self) -> dict[str, Any]:
         """The method's parameters as recorded in expert cards and results."""

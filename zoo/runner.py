@@ -145,10 +145,7 @@ def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, l
 
 def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: torch.device,
                 baseline: dict[str, list[float]], reg: Registry | None, opts: RunOptions, out: Path) -> dict[str, Any]:
-    from safetensors.torch import load_file, save_file
-
-    key = spec.key
-    ckpt_dir = out / "checkpoints" / key
+    ckpt_dir = out / "checkpoints" / spec.key
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     progress_file = ckpt_dir / "progress.json"
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": []}
@@ -156,6 +153,19 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
     ctx = RunContext(stream=stream, new_model=new_model, training=method_training(recipe, spec), device=device,
                      seed=recipe.seed, progress=opts.progress)
     method = get_method(spec.method)(spec.params, ctx)
+    try:
+        return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done)
+    finally:
+        method.close()
+
+
+def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunContext,
+                baseline: dict[str, list[float]], reg: Registry | None, out: Path, ckpt_dir: Path,
+                progress_file: Path, done: dict[str, Any]) -> dict[str, Any]:
+    from safetensors.torch import load_file, save_file
+
+    key, device = spec.key, ctx.device
+    publish = _publisher(reg, recipe, spec, stream, method)
     rows: dict[str, list[list[float]]] = {"class_il": [], "task_il": []}
     stages: list[dict[str, Any]] = []
     parent: ParentRef | None = None
@@ -174,8 +184,8 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
             eval_s = time.perf_counter() - t0
             stage = {"stage": t, "class_il": row["class_il"], "task_il": row["task_il"], "train_s": train_s,
                      "eval_s": eval_s, "info": info, "expert": None}
-            if reg is not None:
-                card = _push_stage(reg, method, recipe, spec, stream, t, stage, parent)
+            card = method.publish(t, publish, parent, stage)
+            if card is not None:
                 stage["expert"] = {"id": card.id, "digest": card.digest, "registry": reg.uri}
             # Checkpoint last: a stage counts as finished only once its state, row and expert are saved.
             tmp = ckpt.with_suffix(".tmp")
@@ -196,7 +206,7 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
         "method": spec.method,
         "label": key,
         "params": method.hyperparameters(),
-        "memory": memory_report([method.expert()], mem["exemplars"], stream),
+        "memory": {**memory_report([method.expert()], mem["exemplars"], stream), "stored_bytes": mem["bytes"]},
         "timings": {"train_s": sum(s["train_s"] for s in stages), "eval_s": sum(s["eval_s"] for s in stages),
                     "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
         "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],
@@ -207,21 +217,18 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
     return result
 
 
-def _push_stage(reg: Registry, method: Any, recipe: Recipe, spec: Any, stream: Any, t: int,
-                stage: dict[str, Any], parent: ParentRef | None) -> ExpertCard:
-    seen_tasks = stream.tasks[: t + 1]
-    avg = {p: sum(stage[p][: t + 1]) / (t + 1) for p in ("class_il", "task_il")}
-    return store_model(
-        reg, method.expert(),
-        name=f"{recipe.name}-{spec.key}-s{t}",
-        tasks=[TaskSpec(task.id, tuple(task.classes)) for task in seen_tasks],
-        parents=[parent] if parent else [],
-        method=spec.method,
-        hyperparameters={**method.hyperparameters(), "training": _plain(method_training(recipe, spec))},
-        seed=recipe.seed,
-        metrics={"class_il_accuracy": avg["class_il"], "task_il_accuracy": avg["task_il"]},
-        labels=[stream.name, recipe.name],
-    )
+def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, method: Any) -> Any:
+    """The function methods push models with: names, seed, method, labels and training filled in."""
+    def publish(model: torch.nn.Module, *, suffix: str, tasks: list[tuple[int, Any]], parents: list[ParentRef],
+                metrics: dict[str, float], hyperparameters: dict[str, Any] | None = None, **extra: Any) -> ExpertCard | None:
+        if reg is None:
+            return None
+        hyper = {**method.hyperparameters(), "training": _plain(method_training(recipe, spec)), **(hyperparameters or {})}
+        return store_model(reg, model, name=f"{recipe.name}-{spec.key}-{suffix}",
+                           tasks=[TaskSpec(i, tuple(c)) for i, c in tasks], parents=parents, method=spec.method,
+                           hyperparameters=hyper, seed=recipe.seed, metrics=metrics,
+                           labels=[stream.name, recipe.name], **extra)
+    return publish
 
 
 def _plain(obj: Any) -> Any:

@@ -1,0 +1,247 @@
+"""BMC's batched consolidation: one base model learns from a batch of experts at once, each on its own buffer.
+
+For a sample x from buffer j the loss is CE(b(x), y) over the **seen** classes plus
+λ_d·‖φ_b(x) − φ_{e_j}(x)‖² (mean squared error of penultimate features), where φ_{e_j} is the feature stored
+by the expert that produced buffer j (``teacher: stored``), or, with ``teacher: live``, computed on the fly on
+an augmented x by the K new experts run as **one batched forward** (parameters stacked with
+``torch.func.stack_module_state``, features through ``torch.func.vmap``). Minibatches are task-balanced:
+every buffer contributes the same number of samples to every minibatch (a stratified form of "pick a buffer
+uniformly, then a sample"). AdamW, ReduceLROnPlateau and early stopping use a validation split carved from
+each buffer; test data is never seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .buffer import Buffer, balanced_indices
+from .models import features, features_and_logits
+from .train import autocast, masked_logits
+
+
+@dataclass
+class ConsolidationConfig:
+    """Settings of the consolidation phase (the reference defaults: AdamW lr 0.01, 100 epochs, batch 64)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 0.01
+    weight_decay: float = 0.0
+    lambda_d: float = 1.0
+    teacher: Literal["stored", "live"] = "stored"
+    augment: Literal["auto", "none", "crop_flip", "noise"] = "auto"
+    val_fraction: float = 0.1
+    patience: int | None = 10
+    plateau_patience: int = 3
+    plateau_factor: float = 0.1
+    steps_per_epoch: int | None = None
+    amp: bool = True
+
+
+@dataclass
+class ConsolidationResult:
+    """Best validation loss, the epoch it was reached, epochs run and the per-epoch history."""
+
+    best_val_loss: float
+    best_epoch: int
+    epochs_run: int
+    history: list[dict[str, float]]
+
+
+# --- the batched teacher ---------------------------------------------------------------------------------------
+
+class _FeatureView(nn.Module):
+    """A module whose forward is another module's ``features`` (so ``functional_call`` can run it)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return features(self.model, x)
+
+
+class BatchedTeacher:
+    """K same-architecture experts evaluated as one batched forward: stacked parameters + ``vmap``."""
+
+    def __init__(self, experts: Sequence[nn.Module]):
+        from torch.func import stack_module_state
+
+        views = [_FeatureView(e.eval()) for e in experts]
+        self.params, self.buffers = stack_module_state(views)
+        for t in (*self.params.values(), *self.buffers.values()):
+            t.requires_grad_(False)
+        # A weightless copy of the architecture: functional_call supplies the stacked weights.
+        self.template = copy.deepcopy(views[0]).to("meta")
+        self.k = len(views)
+
+    def _one(self, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        from torch.func import functional_call
+
+        return functional_call(self.template, (params, buffers), (x,))
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: (K, n, ...) with row k for expert k; returns their features, (K, n, d)."""
+        from torch.func import vmap
+
+        return vmap(self._one)(self.params, self.buffers, x)
+
+
+@torch.no_grad()
+def looped_features(experts: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """The per-expert loop the batched teacher replaces: expert k on ``x[k]``, stacked to (K, n, d)."""
+    return torch.stack([features(e.eval(), x[k]) for k, e in enumerate(experts)])
+
+
+# --- augmentation ----------------------------------------------------------------------------------------------
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Differentiable-free batch augmentation: random crop (pad 4) + horizontal flip for images, small
+    Gaussian noise for vectors; ``auto`` picks by input rank."""
+    if kind == "auto":
+        kind = "crop_flip" if x.dim() == 4 else "noise"
+    if kind == "none":
+        return x
+    if kind == "noise":
+        return x + 0.05 * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    n, _, h, w = x.shape
+    pad = 4
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
+
+
+# --- consolidation ---------------------------------------------------------------------------------------------
+
+def _split_validation(buffers: list[Buffer], fraction: float, generator: torch.Generator) -> tuple[list[Buffer], list[Buffer]]:
+    train, val = [], []
+    for b in buffers:
+        n_val = int(round(fraction * len(b))) if len(b) >= 10 else 0
+        idx = balanced_indices(b.y, n_val, generator) if n_val else torch.empty(0, dtype=torch.long, device=b.y.device)
+        keep = torch.ones(len(b), dtype=torch.bool, device=b.y.device)
+        keep[idx] = False
+        train.append(b.subset(keep))
+        val.append(b.subset(idx))
+    return train, val
+
+
+def _sample(buffers: list[Buffer], per: int, generator: torch.Generator) -> list[torch.Tensor]:
+    return [torch.randint(0, len(b), (per,), generator=generator).to(b.y.device) for b in buffers]
+
+
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target_feats: torch.Tensor, mask: torch.Tensor,
+          lambda_d: float) -> tuple[torch.Tensor, torch.Tensor]:
+    f, logits = features_and_logits(model, x)
+    ce = F.cross_entropy(masked_logits(logits.float(), mask), y)
+    return ce + lambda_d * F.mse_loss(f.float(), target_feats.float()), logits
+
+
+@torch.no_grad()
+def _validate(model: nn.Module, val: list[Buffer], mask: torch.Tensor, lambda_d: float, device: torch.device,
+              amp: bool) -> tuple[float, float]:
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for b in val:
+        for i in range(0, len(b), 1024):
+            x, y, t = b.x[i:i + 1024], b.y[i:i + 1024], b.features[i:i + 1024]
+            with autocast(device, amp):
+                loss, logits = _loss(model, x, y, t, mask, lambda_d)
+            total += float(loss) * len(y)
+            correct += int((masked_logits(logits.float(), mask).argmax(1) == y).sum())
+            n += len(y)
+    model.train()
+    return (total / n, correct / n) if n else (float("nan"), float("nan"))
+
+
+def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer], cfg: ConsolidationConfig, *,
+                seen_classes: Sequence[int], num_classes: int, experts: Sequence[nn.Module] | None = None,
+                generator: torch.Generator | None = None, progress: bool = True) -> ConsolidationResult:
+    """Train ``base`` in place on the new buffers and the memory with BMC's consolidation loss.
+
+    ``experts`` (same order as ``new_buffers``) are required for ``teacher: live``; they are stacked into one
+    batched forward. Returns the validation history; the best epoch's weights are restored.
+    """
+    if cfg.teacher == "live" and (experts is None or len(experts) != len(new_buffers)):
+        raise ValueError("teacher: live needs one expert per new buffer")
+    generator = generator or torch.Generator().manual_seed(0)
+    device = next(base.parameters()).device
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
+    mask[list(seen_classes)] = True
+    all_buffers = [b.to(device) for b in (*new_buffers, *memory)]
+    train, val = _split_validation(all_buffers, cfg.val_fraction, generator)
+    k = len(new_buffers)
+    teacher = BatchedTeacher([e.to(device) for e in experts]) if cfg.teacher == "live" else None
+    per = max(1, cfg.batch_size // len(train))
+    steps = cfg.steps_per_epoch or max(1, math.ceil(sum(len(b) for b in train) / (per * len(train))))
+    opt = torch.optim.AdamW(base.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
+                                                       patience=cfg.plateau_patience)
+    best: tuple[float, int, Any] = (math.inf, -1, None)
+    history: list[dict[str, float]] = []
+    stale, epoch = 0, -1
+    bar = _bar(cfg.epochs, progress)
+    base.train()
+    for epoch in range(cfg.epochs):
+        running = 0.0
+        for _ in range(steps):
+            idx = _sample(train, per, generator)
+            xs = [b.x[i] for b, i in zip(train, idx)]
+            ys = [b.y[i] for b, i in zip(train, idx)]
+            targets = [b.features[i] for b, i in zip(train, idx)]
+            if teacher is not None:
+                # The K new buffers' samples are augmented and re-scored by their live experts in one batched
+                # forward; memory samples keep the features their (absent) experts stored.
+                x_new = augment(torch.stack(xs[:k]).flatten(0, 1), cfg.augment, generator).unflatten(0, (k, per))
+                live = teacher(x_new)
+                xs[:k] = list(x_new)
+                targets[:k] = list(live)
+            x, y, t = torch.cat(xs), torch.cat(ys), torch.cat(targets)
+            with autocast(device, cfg.amp):
+                loss, _ = _loss(base, x, y, t, mask, cfg.lambda_d)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += float(loss.detach())
+        val_loss, val_acc = _validate(base, val, mask, cfg.lambda_d, device, cfg.amp)
+        history.append({"epoch": epoch, "loss": running / steps, "val_loss": val_loss, "val_accuracy": val_acc,
+                        "lr": opt.param_groups[0]["lr"]})
+        if not math.isnan(val_loss):
+            sched.step(val_loss)
+        if bar is not None:
+            bar.set_postfix(loss=f"{running / steps:.3f}", val=f"{val_acc:.3f}")
+            bar.update(1)
+        if math.isnan(val_loss) or val_loss < best[0]:
+            best = (val_loss, epoch, copy.deepcopy(base.state_dict()))
+            stale = 0
+        else:
+            stale += 1
+            if cfg.patience is not None and stale > cfg.patience:
+                break
+    if bar is not None:
+        bar.close()
+    if best[2] is not None:
+        base.load_state_dict(best[2])
+    base.eval()
+    return ConsolidationResult(best[0], best[1], epoch + 1, history)
+
+
+def _bar(total: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="consolidate", unit="epoch", leave=False, file=sys.stderr, disable=None)
