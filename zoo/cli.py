@@ -423,6 +423,52 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 
 @main.command()
+@click.option("--base", "base_ref", required=True, help="The base model to consolidate into (id, name, tag).")
+@click.option("--experts", "expert_refs", multiple=True, help="Experts to consolidate (repeat, or use filters).")
+@click.option("--memory", "memory_refs", multiple=True, help="Earlier experts whose buffers form the memory.")
+@registry_option
+@filter_options
+@click.option("--to", "dest", metavar="URI", help="Registry to write the new base to (default: --registry).")
+@click.option("--as", "new_name", metavar="NAME", help="Name of the new base (default: <base name>-bmc).")
+@click.option("--tag-as", "new_tag", metavar="TAG", help="Point this tag (e.g. base:latest) at the new base.")
+@click.option("--epochs", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--lambda-d", type=float, default=1.0, show_default=True, help="Weight of the feature distillation.")
+@click.option("--teacher", type=click.Choice(["stored", "live"]), default="stored", show_default=True)
+@click.option("--memory-size", type=int, default=10000, show_default=True)
+@click.option("--patience", type=int, default=10, show_default=True)
+@click.option("--device", help="cpu, cuda, ... (default: auto).")
+@click.option("--seed", type=int, default=0, show_default=True)
+def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[str, ...], registry_uri: str | None,
+                dest: str | None, new_name: str | None, new_tag: str | None, epochs: int, batch_size: int, lr: float,
+                lambda_d: float, teacher: str, memory_size: int, patience: int, device: str | None, seed: int,
+                **filters: Any) -> None:
+    """BMC consolidation: distil a batch of experts (with their buffers) into a new base model.
+
+    Experts are named with --experts and/or selected with filters (e.g. --task 3). The new base is written
+    to the registry with lineage (parents: the base and every expert) and a card embedding the recipe.
+    """
+    from zoo.consolidate import ConsolidationConfig, consolidate_experts
+
+    reg = _open(registry_uri)
+    query = _query(**filters)
+    if not expert_refs and query is None:
+        raise click.UsageError("name experts with --experts or select them with a filter such as --task")
+    base_id = reg.card(base_ref).id
+    experts = [c.id for c in reg.select(expert_refs, query) if c.id != base_id]
+    cfg = ConsolidationConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_d=lambda_d, teacher=teacher,
+                              patience=patience)
+    target = _open(dest, create=True) if dest else None
+    card = consolidate_experts(reg, base_id, experts, cfg, memory_refs=memory_refs, memory_size=memory_size,
+                               name=new_name, target=target, device=device, seed=seed, progress=not _quiet())
+    out = target or reg
+    if new_tag:
+        out.tag(new_tag, card.id)
+    click.echo(f"consolidated {len(experts)} expert(s) into {card.name} ({card.id}) in {out.uri}")
+
+
+@main.command()
 @registry_option
 def gc(registry_uri: str | None) -> None:
     """Clean a local registry: delete debris of interrupted writes, re-sync the index, compact it."""

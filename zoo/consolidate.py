@@ -245,3 +245,66 @@ def _bar(total: int, enabled: bool) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, desc="consolidate", unit="epoch", leave=False, file=sys.stderr, disable=None)
+
+
+# --- consolidating experts straight from a registry ------------------------------------------------------------
+
+def consolidate_experts(registry: Any, base_ref: str, expert_refs: Sequence[str], cfg: ConsolidationConfig, *,
+                        memory_refs: Sequence[str] = (), memory_size: int = 10000, name: str | None = None,
+                        target: Any = None, device: str | None = None, seed: int = 0,
+                        progress: bool = True) -> Any:
+    """Pull a base and a batch of experts (with their buffers) from ``registry``, consolidate them into a new
+    base, and write it to ``target`` (default: the same registry) with lineage: parents are the base and every
+    expert, and the card embeds the consolidation recipe. ``memory_refs`` name earlier experts whose buffers
+    form the memory (cut to equal shares of ``memory_size``). Returns the new base's card."""
+    from dataclasses import asdict
+
+    from registry.card import ParentRef, TaskSpec
+    from registry.errors import ZooError
+
+    from .buffer import equal_share
+    from .runner import store_model
+    from .train import resolve_device
+
+    dev = resolve_device(device)
+    base_expert = registry.get(base_ref)
+    experts = [registry.get(r) for r in expert_refs]
+    if not experts:
+        raise ZooError("consolidate: no experts selected")
+    memory_experts = [registry.get(r) for r in memory_refs]
+    for e in (*experts, *memory_experts):
+        if e.buffer() is None:
+            raise ZooError(f"expert {e.name} ({e.id}) has no buffer: consolidation needs the buffers BMC experts leave")
+    base = base_expert.model(dev)
+    if base_expert.config().heads is not None:
+        raise ZooError(f"base {base_expert.name} ({base_expert.id}) is multi-head; BMC consolidates single-head models")
+    new_buffers = [Buffer.from_tensors(e.buffer()).to(dev) for e in experts]
+    memory = equal_share([Buffer.from_tensors(e.buffer()).to(dev) for e in memory_experts], memory_size,
+                         torch.Generator().manual_seed(seed))
+    dim = base.num_features if hasattr(base, "num_features") else None
+    for e, b in zip((*experts, *memory_experts), (*new_buffers, *memory)):
+        if dim is not None and b.features.shape[1] != dim:
+            raise ZooError(f"expert {e.name} ({e.id}) stores {b.features.shape[1]}-d features; the base has {dim}")
+    num_classes = base_expert.card.num_classes
+    tasks: dict[int, tuple[int, ...]] = {t.id: t.classes for t in base_expert.card.tasks}
+    for e in (*experts, *memory_experts):
+        tasks.update({t.id: t.classes for t in e.card.tasks})
+    seen = sorted({c for cls in tasks.values() for c in cls})
+    if any(c >= num_classes for c in seen):
+        raise ZooError(f"the experts' classes go beyond the base's {num_classes} outputs")
+    teachers = [e.model(dev) for e in experts] if cfg.teacher == "live" else None
+    result = consolidate(base.train(), new_buffers, memory, cfg, seen_classes=seen, num_classes=num_classes,
+                         experts=teachers, generator=torch.Generator().manual_seed(seed), progress=progress)
+    recipe = {"method": "bmc-consolidation", "base": base_expert.id, "experts": [e.id for e in experts],
+              "memory": [e.id for e in memory_experts], "memory_size": memory_size, "seed": seed,
+              "consolidation": asdict(cfg)}
+    parents = [ParentRef(base_expert.id, base_expert.card.digest, "base")] + [
+        ParentRef(e.id, e.card.digest, "expert") for e in experts]
+    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
+    return store_model(
+        target if target is not None else registry, base,
+        name=name or f"{base_expert.name}-bmc",
+        tasks=[TaskSpec(i, tuple(c)) for i, c in sorted(tasks.items())],
+        parents=parents, method="bmc-consolidation", hyperparameters={"recipe": recipe}, seed=seed,
+        metrics={"val_loss": result.best_val_loss, "val_accuracy": best.get("val_accuracy", float("nan"))},
+        labels=list(base_expert.card.labels))
