@@ -33,7 +33,7 @@ def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
 
 def get_method(name: str) -> type["Method"]:
     """The method class registered under ``name``; a clear error otherwise."""
-    from . import baselines, bmc  # noqa: F401  (registers the built-in methods)
+    from . import baselines, bmc, modelzoo  # noqa: F401  (registers the built-in methods)
     from .schema import RecipeError
 
     if name not in _METHODS:
@@ -56,6 +56,8 @@ class RunContext:
     device: torch.device
     seed: int
     progress: bool = True
+    architecture: str = ""
+    model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def seen_classes(self, t: int) -> list[int]:
         """Classes of tasks 0..t, in order of first appearance."""
@@ -103,6 +105,17 @@ class Method(ABC):
     def memory(self) -> dict[str, int]:
         """What the method keeps besides its model: ``exemplars`` (count) and their ``bytes``."""
         return {"exemplars": 0, "bytes": 0}
+
+    def models(self) -> list[nn.Module]:
+        """Every model the method keeps (memory accounting counts them all)."""
+        return [self.expert()]
+
+    def meta(self) -> dict[str, Any]:
+        """JSON-ready state beside the tensors of :meth:`state` (e.g. a scheduler's weights)."""
+        return {}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        """Restore :meth:`meta`'s output."""
 
     def publish(self, t: int, publish: Callable[..., Any], parent: Any, stage: dict[str, Any]) -> Any:
         """Push what stage ``t`` produced through ``publish(model, suffix=..., tasks=..., parents=..., ...)``

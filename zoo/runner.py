@@ -151,7 +151,8 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": []}
     seed_everything(recipe.seed)
     ctx = RunContext(stream=stream, new_model=new_model, training=method_training(recipe, spec), device=device,
-                     seed=recipe.seed, progress=opts.progress)
+                     seed=recipe.seed, progress=opts.progress, architecture=recipe.model.architecture,
+                     model_args=dict(recipe.model.args))
     method = get_method(spec.method)(spec.params, ctx)
     try:
         return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done)
@@ -172,8 +173,9 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
     for t in range(len(stream.tasks)):
         ckpt = ckpt_dir / f"stage-{t}.safetensors"
         if t < len(done["stages"]) and ckpt.exists():
-            method.load_state({k: v.to(device) for k, v in load_file(ckpt).items()}, t)
             stage = done["stages"][t]
+            method.load_meta(stage.get("method_state", {}))
+            method.load_state({k: v.to(device) for k, v in load_file(ckpt).items()}, t)
             log.info("%s: stage %d restored from %s", key, t, ckpt)
         else:
             t0 = time.perf_counter()
@@ -183,7 +185,7 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
             row = evaluate_stage(method.predictor(), stream, ctx.seen_classes(t))
             eval_s = time.perf_counter() - t0
             stage = {"stage": t, "class_il": row["class_il"], "task_il": row["task_il"], "train_s": train_s,
-                     "eval_s": eval_s, "info": info, "expert": None}
+                     "eval_s": eval_s, "info": info, "expert": None, "method_state": method.meta()}
             card = method.publish(t, publish, parent, stage)
             if card is not None:
                 stage["expert"] = {"id": card.id, "digest": card.digest, "registry": reg.uri}
@@ -206,7 +208,7 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
         "method": spec.method,
         "label": key,
         "params": method.hyperparameters(),
-        "memory": {**memory_report([method.expert()], mem["exemplars"], stream), "stored_bytes": mem["bytes"]},
+        "memory": {**memory_report(method.models(), mem["exemplars"], stream), "stored_bytes": mem["bytes"]},
         "timings": {"train_s": sum(s["train_s"] for s in stages), "eval_s": sum(s["eval_s"] for s in stages),
                     "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
         "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],

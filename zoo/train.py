@@ -111,8 +111,15 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch: in
     return None
 
 
-def masked_logits(logits: torch.Tensor, classes: torch.Tensor | None) -> torch.Tensor:
-    """Logits with every class outside ``classes`` (a bool mask over all classes) set to -inf."""
+def masked_logits(logits: torch.Tensor, classes: torch.Tensor | None, y: torch.Tensor | None = None,
+                  heads: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits with every class outside ``classes`` (a bool mask over all classes) set to -inf.
+
+    With ``heads`` (the head id of every output column of a multi-head model) and the targets ``y``, each
+    sample instead keeps only the columns of its own target's head: cross-entropy on its task's head.
+    """
+    if heads is not None and y is not None:
+        return logits.masked_fill(heads[None, :] != heads[y][:, None], -math.inf)
     if classes is None:
         return logits
     return logits.masked_fill(~classes, -math.inf)
@@ -120,8 +127,9 @@ def masked_logits(logits: torch.Tensor, classes: torch.Tensor | None) -> torch.T
 
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, classes: torch.Tensor | None = None, batch_size: int = 2048,
-             amp: bool = True) -> float:
-    """Accuracy of ``model`` on a split, argmax restricted to ``classes`` (a bool mask) when given."""
+             amp: bool = True, heads: torch.Tensor | None = None) -> float:
+    """Accuracy of ``model`` on a split, argmax restricted to ``classes`` (a bool mask) when given, or to
+    each sample's own head (``heads``: head id per output column) for multi-head models."""
     if len(split) == 0:
         return float("nan")
     was_training = model.training
@@ -132,7 +140,8 @@ def accuracy(model: nn.Module, split: Split, classes: torch.Tensor | None = None
         xb = split.x[start:start + batch_size]
         with autocast(device, amp):
             logits = model(xb).float()
-        correct += int((masked_logits(logits, classes).argmax(1) == split.y[start:start + batch_size]).sum())
+        yb = split.y[start:start + batch_size]
+        correct += int((masked_logits(logits, classes, yb, heads).argmax(1) == yb).sum())
     model.train(was_training)
     return correct / len(split)
 
@@ -153,10 +162,12 @@ ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torc
 def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, num_classes: int,
         classes: Sequence[int] | None = None, batch_hook: BatchHook | None = None,
         extra_loss: ExtraLoss | None = None, generator: torch.Generator | None = None,
-        desc: str = "train", progress: bool = True) -> FitResult:
+        heads: torch.Tensor | None = None, desc: str = "train", progress: bool = True) -> FitResult:
     """Train ``model`` in place on ``train`` (tensors already on the model's device).
 
-    Cross-entropy is taken over ``classes`` (logits of other classes masked out; all classes when None).
+    Cross-entropy is taken over ``classes`` (logits of other classes masked out; all classes when None), or,
+    for a multi-head model, over each sample's own head (``heads``: the head id of every output column, with
+    targets given as output columns).
     After every epoch the validation accuracy (same mask) drives the plateau schedule and early stopping;
     with ``restore_best`` the best epoch's weights are restored at the end. Test data is never looked at.
     """
@@ -182,7 +193,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
                 xb, yb = batch_hook(xb, yb)
             with autocast(device, cfg.amp):
                 logits = model(xb)
-                loss = criterion(masked_logits(logits.float(), mask), yb)
+                loss = criterion(masked_logits(logits.float(), mask, yb, heads), yb)
                 if extra_loss is not None:
                     loss = loss + extra_loss(model, xb, yb, logits)
             opt.zero_grad(set_to_none=True)
@@ -192,7 +203,8 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
                 sched.step()
             total += float(loss.detach()) * len(yb)
             seen += len(yb)
-        val_acc = accuracy(model, val, mask, cfg.eval_batch_size, cfg.amp) if val is not None and len(val) else float("nan")
+        val_acc = (accuracy(model, val, mask, cfg.eval_batch_size, cfg.amp, heads)
+                   if val is not None and len(val) else float("nan"))
         history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_accuracy": val_acc,
                         "lr": opt.param_groups[0]["lr"]})
         if cfg.schedule == "step":
