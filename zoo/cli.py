@@ -469,6 +469,49 @@ def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[
 
 
 @main.command()
+@click.argument("refs", nargs=-1)
+@click.option("--recipe", "recipe_path", required=True, type=click.Path(path_type=Path),
+              help="The recipe whose task stream the zoo is scored on.")
+@registry_option
+@filter_options
+@click.option("--k", type=int, default=5, show_default=True, help="Group size: the new task + up to k-1 past tasks.")
+@click.option("--groups", "n_groups", type=int, default=1, show_default=True, help="Disjoint groups to draw.")
+@click.option("--normalize", type=click.Choice(["seen", "all"]), default="seen", show_default=True)
+@click.option("--loss-source", type=click.Choice(["train", "val"]), default="train", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", help="cpu, cuda, ... (default: auto).")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None, k: int, n_groups: int,
+             normalize: str, loss_source: str, seed: int, device: str | None, as_json: bool, **filters: Any) -> None:
+    """Model Zoo's boosting scheduler: the next task groups and the current task weights for a zoo of experts.
+
+    The zoo is the experts named by REFS and/or filters (all experts by default); its per-task loss on the
+    recipe's stream gives the weights.
+    """
+    from zoo.modelzoo import plan_next_round
+    from zoo.recipe import load_recipe
+    from zoo.schedule import BoostingConfig
+
+    reg = _open(registry_uri)
+    cards = reg.select(refs, _query(**filters))
+    if not cards:
+        raise ZooError(f"no experts selected in {reg.uri}")
+    plan = plan_next_round([reg.get(c.id) for c in cards], load_recipe(recipe_path),
+                           BoostingConfig(k=k, normalize=normalize, loss_source=loss_source), n_groups, seed, device)
+    if as_json:
+        click.echo(json.dumps(plan, indent=2))
+        return
+    click.echo(f"zoo: {len(plan['experts'])} expert(s) knowing task(s) {_tasks(plan['known_tasks']) or '-'}")
+    click.echo(f"{'task':>4}  {'loss':>8}  {'weight':>8}")
+    for t in plan["known_tasks"]:
+        click.echo(f"{t:>4}  {plan['losses'][str(t)]:>8.4f}  {plan['weights'][str(t)]:>8.4f}")
+    new = plan["new_task"]
+    click.echo(f"next round" + (f" (new task {new})" if new is not None else " (every task known: multi-task)") + ":")
+    for i, g in enumerate(plan["groups"]):
+        click.echo(f"  group {i}: tasks {', '.join(map(str, g))}")
+
+
+@main.command()
 @registry_option
 def gc(registry_uri: str | None) -> None:
     """Clean a local registry: delete debris of interrupted writes, re-sync the index, compact it."""

@@ -197,3 +197,30 @@ class MultiHead(_ZooBase):
         model, info = self._train_member(group, None, t, None, len(group))
         self.members = [(model, group)]
         return info
+
+
+def plan_next_round(experts: list[Any], recipe: Any, cfg: BoostingConfig, n_groups: int = 1, seed: int = 0,
+                    device: str | None = None) -> dict[str, Any]:
+    """What the boosting scheduler would train next for a zoo of registry experts on a recipe's stream.
+
+    The experts' ensemble is scored (NLL) on each task it knows (``cfg.loss_source`` split); the weights
+    follow; the next groups start from the first task no expert knows (continual mode), or are drawn from
+    all tasks when every task is known (multi-task mode).
+    """
+    from .data import build_stream
+    from .train import resolve_device
+
+    dev = resolve_device(device or recipe.device)
+    stream = build_stream(recipe.stream).to(dev)
+    ensemble = ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+    known = sorted(ensemble.task_ids() & {t.id for t in stream.tasks})
+    scheduler = BoostingScheduler([t.id for t in stream.tasks], cfg, seed=seed,
+                                  num_classes={t.id: len(t.classes) for t in stream.tasks})
+    losses = nll_per_task(ensemble, {t: getattr(stream.tasks[t], cfg.loss_source) for t in known})
+    scheduler.seen = list(known)
+    scheduler.rounds = len(known)
+    weights = scheduler.update(losses)
+    new = next((t.id for t in stream.tasks if t.id not in known), None)
+    groups = scheduler.next_round(new_task=new, n_groups=n_groups)
+    return {"experts": [e.id for e in experts], "known_tasks": known, "new_task": new, "groups": groups,
+            "losses": {str(t): losses[t] for t in known}, "weights": {str(t): weights[t] for t in known}}
