@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from registry.errors import ZooError
 
@@ -58,6 +58,7 @@ __all__ = [
 ]
 
 JobFn = Callable[[dict, dict[str, bytes]], dict]
+_E = TypeVar("_E", bound="_ExecutorBase")
 
 _MAX_MESSAGE = 400  # one readable line, even when an exception carries a whole traceback in its text
 
@@ -172,7 +173,8 @@ def _describe(exc: BaseException) -> str:
 def _job_label(job: Mapping[str, Any], index: int) -> str:
     """``job #2 (flaky)``: the position always, plus the job's own name (or task id) when it has one."""
     name = job.get("name")
-    if name is None:
+    if name in (None, ""):
+        name = None
         task = job.get("task")
         if isinstance(task, Mapping) and task.get("id") is not None:
             name = f"task {task['id']}"
@@ -276,7 +278,7 @@ class _ExecutorBase:
     def close(self) -> None:  # pragma: no cover - overridden
         """Release resources."""
 
-    def __enter__(self) -> _ExecutorBase:
+    def __enter__(self: _E) -> _E:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -305,7 +307,8 @@ class LocalExecutor(_ExecutorBase):
                 while True:
                     attempts += 1
                     try:
-                        results.append(_run_job(fn, job, shared_data))
+                        # copies, so that a job mutating its inputs behaves as it would in a worker process
+                        results.append(_run_job(fn, dict(job), dict(shared_data)))
                         break
                     except TransientError as exc:
                         if attempts > self.options.max_retries:
@@ -365,9 +368,11 @@ class ProcessExecutor(_ExecutorBase):
     """Runs jobs concurrently in a ``spawn`` process pool on this machine; TransientError is resubmitted.
 
     The pool starts on the first ``map`` (sized ``max_workers``, else ``min(jobs, cpus / num_cpus)``) and is
-    reused afterwards. ``shared`` travels with each job (pickled bytes: one memory copy per job). A worker that
-    dies (killed, out of memory, a native crash) breaks the pool: the ``map`` fails with a JobError naming the
-    job(s) that were running, and the next ``map`` starts a fresh pool.
+    reused afterwards (grown when a later map could use more workers). Each worker runs ``num_cpus`` torch
+    threads and, when jobs ask for GPUs and CUDA is present, sees one GPU (dealt round-robin). ``shared``
+    travels with each job (pickled bytes: one memory copy per job). A worker that dies (killed, out of memory,
+    a native crash) breaks the pool: the ``map`` fails with a JobError naming the job(s) that were running, and
+    the next ``map`` starts a fresh pool.
     """
 
     name = "process"
@@ -376,12 +381,16 @@ class ProcessExecutor(_ExecutorBase):
         self.options = options or ExecutorOptions()
         self._pool: cf.ProcessPoolExecutor | None = None
         self._active: Any = None
+        self._workers = 0
 
     def _ensure_pool(self, jobs: int) -> cf.ProcessPoolExecutor:
+        threads = max(1, int(self.options.num_cpus))
+        workers = self.options.max_workers or max(1, min(jobs, _cpu_count() // threads))
+        if self._pool is not None and workers > self._workers:
+            self.close()  # sized for an earlier, smaller map: grow rather than leave CPUs idle
         if self._pool is None:
             ctx = mp.get_context("spawn")
-            threads = max(1, int(self.options.num_cpus))
-            workers = self.options.max_workers or max(1, min(jobs, _cpu_count() // threads))
+            self._workers = workers
             self._active = ctx.Array("i", [-1] * workers)
             self._pool = cf.ProcessPoolExecutor(
                 max_workers=workers, mp_context=ctx, initializer=_process_worker_init,
@@ -456,7 +465,7 @@ class ProcessExecutor(_ExecutorBase):
         self._discard_pool()
         names = " or ".join(_job_label(jobs[i], i) for i in busy) if busy else _job_label(jobs[index], index)
         return JobError(f"{names} failed: its worker process died abruptly (killed, out of memory, or a native "
-                        f"crash); the process pool was restarted", busy[0] if len(busy) == 1 else index)
+                        f"crash); the next map starts a fresh pool", busy[0] if len(busy) == 1 else index)
 
     def close(self) -> None:
         """Stop the worker processes (queued jobs are cancelled; running ones finish first)."""
@@ -525,7 +534,8 @@ class RayExecutor(_ExecutorBase):
 
     Uses the Ray this process is already connected to, if any (and leaves it running on close); otherwise joins
     ``ray_address``, or starts a local Ray that listens on 127.0.0.1 only (no dashboard, no usage stats, worker
-    logs not forwarded) and shuts it down on close. ``local_cpus`` sizes a local Ray (default: this machine's).
+    logs not forwarded) and shuts it down on close. ``local_cpus`` sizes a local Ray (default: this machine's);
+    ``startup_seconds`` is how long starting or joining Ray took (0 when it was already running).
     """
 
     name = "ray"
