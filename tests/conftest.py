@@ -98,3 +98,21 @@ def hub_server():
 def hub_repo(hub_server):
     """A unique repo id in the test user's namespace; the repo itself is not created."""
     return f"{HUB_USER}/repo-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def ray_executor():
+    """One local Ray for the whole session, started (and shut down) by a RayExecutor; other executors made
+    while it runs join it instead of starting their own."""
+    try:
+        import ray
+    except ImportError:
+        pytest.skip("Ray is not installed (pip install 'zoo[ray]')")
+    from zoo.parallel import ExecutorOptions, RayExecutor
+
+    if ray.is_initialized():
+        pytest.skip("another Ray is already running in this process")
+    executor = RayExecutor(ExecutorOptions(), local_cpus=2)
+    yield executor
+    executor.close()
+    assert not ray.is_initialized()

@@ -26,19 +26,6 @@ requires_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip
 KINDS = ["local", "process", pytest.param("ray", marks=requires_ray)]
 
 
-@pytest.fixture(scope="session")
-def ray_executor():
-    """One local Ray for the session, started (and shut down) by RayExecutor itself."""
-    if ray is None:
-        pytest.skip("Ray is not installed (pip install 'zoo[ray]')")
-    if ray.is_initialized():
-        pytest.skip("another Ray is already running in this process")
-    executor = RayExecutor(ExecutorOptions(), local_cpus=2)
-    yield executor
-    executor.close()
-    assert not ray.is_initialized()
-
-
 @pytest.fixture(scope="module")
 def process_executor():
     executor = ProcessExecutor(ExecutorOptions(max_workers=2))

@@ -188,6 +188,12 @@ class BMC(Method):
             buffers.append(Buffer.from_tensors(bytes_to_tensors(r["buffer"])).to(ctx.device))
         return experts, buffers, [r["info"] for r in results]
 
+    def close(self) -> None:
+        """Shut down the executor (and a Ray it started)."""
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
     # --- evaluation, checkpoints, registry -----------------------------------------------------------------
 
     def predictor(self) -> Predictor:
