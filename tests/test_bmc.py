@@ -199,3 +199,18 @@ def test_bmc_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(bmc.BMC, "train_stage", original)
     resumed = run_recipe(recipe, RunOptions(out=tmp_path / "b", registry="none", progress=False))
     assert resumed["methods"]["bmc"]["accuracy_matrix"] == straight["methods"]["bmc"]["accuracy_matrix"]
+
+
+def test_bmc_boosting_schedule_gives_experts_groups(tmp_path):
+    recipe = load_recipe(RECIPE, {"training.epochs": 5})
+    recipe.methods = [m for m in recipe.methods if m.method == "bmc"]
+    params = recipe.methods[0].params
+    params.batch_tasks, params.schedule, params.k = 1, "boosting", 3
+    params.consolidation.epochs = 15
+    results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry="none", progress=False))
+    stages = results["methods"]["bmc"]["stages"]
+    groups = [s["info"]["experts"][0]["group"] for s in stages]
+    assert groups[0] == [0] and all(g[0] == t for t, g in enumerate(groups))
+    assert all(len(g) == min(3, t + 1) and len(set(g)) == len(g) for t, g in enumerate(groups))
+    assert set(stages[-1]["info"]["weights"]) == {"0", "1", "2", "3", "4"}
+    assert results["methods"]["bmc"]["final_average_accuracy"]["class_il"] > 0.8

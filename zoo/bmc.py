@@ -36,7 +36,12 @@ from .train import TrainConfig, fit, prepare_model, resolve_device
 
 @dataclass
 class BMCParams:
-    """BMC's parameters; bracketed defaults of ALGORITHMS.md §2."""
+    """BMC's parameters; bracketed defaults of ALGORITHMS.md §2.
+
+    ``schedule: boosting`` gives each expert a group from Model Zoo's boosting scheduler: its new task plus up
+    to k-1 past tasks drawn by weight, whose memory buffers the expert rehearses; the weights come from the
+    base's loss per task after each consolidation. ``sequential`` (the paper) trains each expert on its task.
+    """
 
     batch_tasks: int = 4
     lambda_s: float = 1.0
@@ -45,6 +50,8 @@ class BMCParams:
     buffer_size: int = 2000
     memory_size: int = 10000
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
+    schedule: Literal["sequential", "boosting"] = "sequential"
+    k: int = 3
     executor: Literal["local", "process", "ray"] = "local"
     num_gpus: float = 0.0
     max_retries: int = 2
@@ -71,6 +78,9 @@ def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str,
     base = copy.deepcopy(expert).eval().requires_grad_(False)
     data = {k: v.to(device) for k, v in bytes_to_tensors(job["data"]).items()}
     train, val = Split(data["train_x"], data["train_y"]), Split(data["val_x"], data["val_y"])
+    task_train = train
+    if "rehearse_x" in data:  # boosting: past tasks of the group, from the memory
+        train = Split(torch.cat([train.x, data["rehearse_x"]]), torch.cat([train.y, data["rehearse_y"]]))
     memory_x = data.get("memory_x")
     params = job["params"]
     use_memory = params["stability_on"] == "memory" and memory_x is not None and len(memory_x) > 0
@@ -85,19 +95,20 @@ def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str,
         return params["lambda_s"] * F.mse_loss(features(model, xm).float(), target)
 
     classes = job["task"]["classes"]
+    loss_classes = job["task"].get("group_classes", classes)
     try:
         result = fit(expert, train, val, TrainConfig(**job["training"]), num_classes=job["num_classes"],
-                     classes=classes, extra_loss=stability if params["lambda_s"] > 0 else None,
+                     classes=loss_classes, extra_loss=stability if params["lambda_s"] > 0 else None,
                      generator=generator, desc=f"expert task {job['task']['id']}", progress=job.get("progress", False))
     except torch.cuda.OutOfMemoryError as e:  # a busy shared GPU: worth another try elsewhere
         raise TransientError(f"out of GPU memory training task {job['task']['id']}: {e}") from None
-    buffer = build_buffer(expert, train, classes, job["task"]["id"], params["buffer_fraction"], params["buffer_size"],
-                          generator)
+    buffer = build_buffer(expert, task_train, classes, job["task"]["id"], params["buffer_fraction"],
+                          params["buffer_size"], generator)
     return {
         "state": tensors_to_bytes(expert.state_dict()),
         "buffer": tensors_to_bytes(buffer.tensors()),
-        "info": {"task": job["task"]["id"], "epochs": result.epochs_run, "val_accuracy": result.best_val_accuracy,
-                 "buffer": len(buffer)},
+        "info": {"task": job["task"]["id"], "group": job["task"].get("group", [job["task"]["id"]]),
+                 "epochs": result.epochs_run, "val_accuracy": result.best_val_accuracy, "buffer": len(buffer)},
     }
 
 
@@ -115,6 +126,13 @@ class BMC(Method):
         self.memory_buffers: list[Buffer] = []
         self.last_batch: tuple[int, list[nn.Module], list[Buffer]] | None = None
         self._executor = None
+        self.scheduler = None
+        if params.schedule == "boosting":
+            from .schedule import BoostingConfig, BoostingScheduler
+
+            stream = ctx.stream
+            self.scheduler = BoostingScheduler([t.id for t in stream.tasks], BoostingConfig(k=params.k), seed=ctx.seed,
+                                               num_classes={t.id: len(t.classes) for t in stream.tasks})
 
     # --- batches -------------------------------------------------------------------------------------------
 
@@ -147,7 +165,8 @@ class BMC(Method):
         self.last_batch = (t, experts, buffers)
         self.memory_buffers = equal_share(self.memory_buffers + buffers, self.params.memory_size,
                                           torch.Generator().manual_seed(self.ctx.seed * 7919 + t))
-        return {"batch": tasks, "experts": infos,
+        weights = self._reweight(tasks) if self.scheduler is not None else None
+        return {"batch": tasks, "experts": infos, **({"weights": weights} if weights else {}),
                 "consolidation": {"epochs": result.epochs_run, "best_epoch": result.best_epoch,
                                   "val_loss": result.best_val_loss,
                                   "val_accuracy": result.history[result.best_epoch]["val_accuracy"]
@@ -165,8 +184,14 @@ class BMC(Method):
             data = {"train_x": task.train.x, "train_y": task.train.y, "val_x": task.val.x, "val_y": task.val.y}
             if memory_x is not None:
                 data["memory_x"] = memory_x
+            group = self._group(t)
+            rehearse = [b for b in self.memory_buffers if b.task in group[1:]]
+            if rehearse:
+                data["rehearse_x"] = torch.cat([b.x for b in rehearse])
+                data["rehearse_y"] = torch.cat([b.y for b in rehearse])
             jobs.append({
-                "task": {"id": task.id, "classes": list(task.classes)},
+                "task": {"id": task.id, "classes": list(task.classes), "group": group,
+                         "group_classes": [c for g in group for c in stream.tasks[g].classes]},
                 "data": tensors_to_bytes(data),
                 "model_config": self.base.zoo_config.to_dict(),
                 "num_classes": stream.num_classes,
@@ -193,6 +218,33 @@ class BMC(Method):
         if self._executor is not None:
             self._executor.close()
             self._executor = None
+
+    def _group(self, t: int) -> list[int]:
+        """Task ``t`` and, under boosting, the past tasks (with buffers in memory) drawn for its expert."""
+        if self.scheduler is None:
+            return [t]
+        return self.scheduler.next_round(new_task=t, eligible=[b.task for b in self.memory_buffers])[0]
+
+    def _reweight(self, tasks: list[int]) -> dict[str, float]:
+        """Boosting weights from the new base's NLL per seen task: memory buffers for past tasks, the
+        validation split for the batch's new tasks (never test data)."""
+        from .ensemble import Member, ZooEnsemble, nll_per_task
+
+        stream = self.ctx.stream
+        seen = self.scheduler.seen
+        member = Member(self.base, [(s, list(stream.tasks[s].classes)) for s in seen], False)
+        splits = {b.task: Split(b.x, b.y) for b in self.memory_buffers if b.task not in tasks}
+        splits.update({s: stream.tasks[s].val for s in tasks})
+        losses = nll_per_task(ZooEnsemble([member], stream.num_classes), splits)
+        weights = self.scheduler.update(losses)
+        return {str(s): weights[s] for s in seen}
+
+    def meta(self) -> dict[str, Any]:
+        return {"scheduler": self.scheduler.state_dict()} if self.scheduler is not None else {}
+
+    def load_meta(self, meta: dict[str, Any]) -> None:
+        if self.scheduler is not None and "scheduler" in meta:
+            self.scheduler.load_state_dict(meta["scheduler"])
 
     # --- evaluation, checkpoints, registry -----------------------------------------------------------------
 

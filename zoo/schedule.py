@@ -84,9 +84,11 @@ class BoostingScheduler:
         picked = self.rng.choice(len(pool), size=n, replace=False, p=w / w.sum())
         return [pool[i] for i in picked]
 
-    def next_round(self, new_task: int | None = None, n_groups: int = 1) -> list[list[int]]:
+    def next_round(self, new_task: int | None = None, n_groups: int = 1,
+                   eligible: Sequence[int] | None = None) -> list[list[int]]:
         """The next round's task groups. With ``new_task`` (continual mode) it joins the seen tasks and is in
-        the first group; past tasks fill the groups by weight, without overlap between groups."""
+        the first group; past tasks fill the groups by weight, without overlap between groups. ``eligible``
+        restricts the past tasks that may be drawn (e.g. those whose data is still at hand)."""
         if n_groups < 1:
             raise ZooError("schedule: n_groups must be at least 1")
         self.rounds += 1
@@ -103,7 +105,7 @@ class BoostingScheduler:
             return groups
         if new_task not in self.weights:
             raise ZooError(f"schedule: unknown task {new_task}")
-        past = [t for t in self.seen if t != new_task]
+        past = [t for t in self.seen if t != new_task and (eligible is None or t in eligible)]
         if new_task not in self.seen:
             self.seen.append(new_task)
         # paper: k-1 past tasks once they exist. mzc: the repository indexes rounds from 0 and trains
