@@ -50,3 +50,34 @@ def files_bytes(folder: Path) -> dict[str, bytes]:
     """The bytes of every file of a folder, by relative path (HF cache metadata excluded)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and ".cache" not in p.parts}
+
+
+def interrupt_and_resume(recipe: Any, method_cls: type, stage: int, tmp_path: Path, monkeypatch: Any) -> tuple[dict, dict]:
+    """Run ``recipe`` straight, then again interrupted at ``stage`` of ``method_cls`` and resumed in the same
+    folder; return (straight results, resumed results)."""
+    import pytest
+
+    from zoo.runner import RunOptions, run_recipe
+
+    straight = run_recipe(recipe, RunOptions(out=tmp_path / "straight", registry="none", progress=False))
+    original = method_cls.train_stage
+
+    def crash(self, t):
+        if t == stage:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, t)
+
+    monkeypatch.setattr(method_cls, "train_stage", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
+    trained: list[int] = []
+
+    def counting(self, t):
+        trained.append(t)
+        return original(self, t)
+
+    monkeypatch.setattr(method_cls, "train_stage", counting)
+    resumed = run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
+    monkeypatch.setattr(method_cls, "train_stage", original)
+    resumed["trained_on_resume"] = trained
+    return straight, resumed

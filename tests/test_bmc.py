@@ -180,24 +180,14 @@ def test_bmc_runs_on_parallel_executors(tmp_path, kind, request):
 
 
 def test_bmc_resumes(tmp_path, monkeypatch):
+    from tests.helpers import interrupt_and_resume
+    from zoo import bmc
+
     recipe = load_recipe(RECIPE, {"training.epochs": 4})
     recipe.methods = [m for m in recipe.methods if m.method == "bmc"]
     recipe.methods[0].params.consolidation.epochs = 10
-    straight = run_recipe(recipe, RunOptions(out=tmp_path / "a", registry="none", progress=False))
-    from zoo import bmc
-
-    original = bmc.BMC.train_stage
-
-    def crash(self, t):
-        if t == 3:
-            raise KeyboardInterrupt
-        return original(self, t)
-
-    monkeypatch.setattr(bmc.BMC, "train_stage", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(recipe, RunOptions(out=tmp_path / "b", registry="none", progress=False))
-    monkeypatch.setattr(bmc.BMC, "train_stage", original)
-    resumed = run_recipe(recipe, RunOptions(out=tmp_path / "b", registry="none", progress=False))
+    straight, resumed = interrupt_and_resume(recipe, bmc.BMC, 3, tmp_path, monkeypatch)
+    assert resumed["trained_on_resume"] == [3, 4]
     assert resumed["methods"]["bmc"]["accuracy_matrix"] == straight["methods"]["bmc"]["accuracy_matrix"]
 
 

@@ -92,26 +92,12 @@ def _small_recipe(tmp_path: Path, **training) -> Path:
 
 
 def test_resume_after_interruption(tmp_path, monkeypatch):
-    recipe = load_recipe(_small_recipe(tmp_path))
-    straight = run_recipe(recipe, RunOptions(out=tmp_path / "straight", registry="none", progress=False))
-
+    from tests.helpers import interrupt_and_resume
     from zoo import baselines
 
-    original = baselines.Replay.train_stage
-
-    def crash_at_stage_2(self, t):
-        if t == 2:
-            raise KeyboardInterrupt("simulated interruption")
-        return original(self, t)
-
-    monkeypatch.setattr(baselines.Replay, "train_stage", crash_at_stage_2)
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
-    monkeypatch.setattr(baselines.Replay, "train_stage", original)
-    trained = []
-    monkeypatch.setattr(baselines.Replay, "train_stage", lambda self, t: trained.append(t) or original(self, t))
-    resumed = run_recipe(recipe, RunOptions(out=tmp_path / "resumed", registry="none", progress=False))
-    assert trained == [2, 3, 4]  # stages 0 and 1 of replay came from their checkpoints
+    recipe = load_recipe(_small_recipe(tmp_path))
+    straight, resumed = interrupt_and_resume(recipe, baselines.Replay, 2, tmp_path, monkeypatch)
+    assert resumed["trained_on_resume"] == [2, 3, 4]  # stages 0 and 1 of replay came from their checkpoints
     assert "replay: stage 1 restored" in (tmp_path / "resumed" / "run.log").read_text()
     for method in ("finetune", "replay", "joint"):
         assert resumed["methods"][method]["accuracy_matrix"] == straight["methods"][method]["accuracy_matrix"]

@@ -171,23 +171,13 @@ def test_zoo_eval_and_schedule_on_the_registry(zoo_run):
 
 
 def test_modelzoo_resumes(tmp_path, monkeypatch):
-    recipe = load_recipe(ROOT / "recipes" / "modelzoo-digits.yaml", {"training.epochs": 3})
-    recipe.methods = recipe.methods[:1]
-    straight = run_recipe(recipe, RunOptions(out=tmp_path / "a", registry="none", progress=False))
+    from tests.helpers import interrupt_and_resume
     from zoo import modelzoo
 
-    original = modelzoo.ModelZoo.train_stage
-
-    def crash(self, t):
-        if t == 3:
-            raise KeyboardInterrupt
-        return original(self, t)
-
-    monkeypatch.setattr(modelzoo.ModelZoo, "train_stage", crash)
-    with pytest.raises(KeyboardInterrupt):
-        run_recipe(recipe, RunOptions(out=tmp_path / "b", registry="none", progress=False))
-    monkeypatch.setattr(modelzoo.ModelZoo, "train_stage", original)
-    resumed = run_recipe(recipe, RunOptions(out=tmp_path / "b", registry="none", progress=False))
+    recipe = load_recipe(ROOT / "recipes" / "modelzoo-digits.yaml", {"training.epochs": 3})
+    recipe.methods = recipe.methods[:1]
+    straight, resumed = interrupt_and_resume(recipe, modelzoo.ModelZoo, 3, tmp_path, monkeypatch)
     a, b = straight["methods"]["modelzoo"], resumed["methods"]["modelzoo"]
+    assert resumed["trained_on_resume"] == [3, 4]
     assert [s["info"]["group"] for s in a["stages"]] == [s["info"]["group"] for s in b["stages"]]
     assert a["accuracy_matrix"] == b["accuracy_matrix"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -24,7 +23,7 @@ from torch import nn
 
 from .buffer import Buffer, balanced_indices
 from .models import features, features_and_logits
-from .train import autocast, masked_logits
+from .train import EarlyStopping, autocast, masked_logits, progress_bar
 
 
 @dataclass
@@ -190,10 +189,10 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
     opt = torch.optim.AdamW(base.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
-    best: tuple[float, int, Any] = (math.inf, -1, None)
+    stopper = EarlyStopping("min", cfg.patience)
     history: list[dict[str, float]] = []
-    stale, epoch = 0, -1
-    bar = _bar(cfg.epochs, progress)
+    epoch = -1
+    bar = progress_bar(cfg.epochs, "consolidate", progress)
     base.train()
     for epoch in range(cfg.epochs):
         running = 0.0
@@ -224,27 +223,13 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
         if bar is not None:
             bar.set_postfix(loss=f"{running / steps:.3f}", val=f"{val_acc:.3f}")
             bar.update(1)
-        if math.isnan(val_loss) or val_loss < best[0]:
-            best = (val_loss, epoch, copy.deepcopy(base.state_dict()))
-            stale = 0
-        else:
-            stale += 1
-            if cfg.patience is not None and stale > cfg.patience:
-                break
+        if stopper.step(val_loss, epoch, base):
+            break
     if bar is not None:
         bar.close()
-    if best[2] is not None:
-        base.load_state_dict(best[2])
+    stopper.restore(base)
     base.eval()
-    return ConsolidationResult(best[0], best[1], epoch + 1, history)
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="consolidate", unit="epoch", leave=False, file=sys.stderr, disable=None)
+    return ConsolidationResult(stopper.best, stopper.best_epoch, epoch + 1, history)
 
 
 # --- consolidating experts straight from a registry ------------------------------------------------------------

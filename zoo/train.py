@@ -155,6 +155,50 @@ def class_mask(classes: Sequence[int] | None, num_classes: int, device: torch.de
     return mask
 
 
+class EarlyStopping:
+    """Keeps the best weights seen on validation and says when ``patience`` epochs brought no improvement.
+
+    ``mode`` is ``max`` for accuracies and ``min`` for losses; a NaN score (no validation data) always counts
+    as the latest best, so training without validation keeps its last weights.
+    """
+
+    def __init__(self, mode: str = "max", patience: int | None = None, keep_best: bool = True):
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.patience = patience
+        self.keep_best = keep_best
+        self.best_score = -math.inf  # signed so that larger is better; -inf after a NaN score
+        self.best = float("nan")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stale = 0
+
+    def step(self, score: float, epoch: int, model: nn.Module) -> bool:
+        """Record an epoch's score; return True when training should stop."""
+        if math.isnan(score) or self.sign * score > self.best_score:
+            self.best_score = -math.inf if math.isnan(score) else self.sign * score
+            self.best = score
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(model.state_dict()) if self.keep_best else None
+            self.stale = 0
+            return False
+        self.stale += 1
+        return self.patience is not None and self.stale > self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best epoch's weights back (when they were kept)."""
+        if self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def progress_bar(total: int, desc: str, enabled: bool) -> Any:
+    """A tqdm bar on stderr, or None; ``disable=None`` hides it when stderr is not a terminal."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
+
+
 BatchHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -178,10 +222,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     sched = _scheduler(opt, cfg, steps)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     generator = generator or torch.Generator().manual_seed(0)
-    best = (-1.0, -1, None)
+    stopper = EarlyStopping("max", cfg.patience, cfg.restore_best)
     history: list[dict[str, float]] = []
-    bar = _progress(cfg.epochs, desc, progress)
-    stale = 0
+    bar = progress_bar(cfg.epochs, desc, progress)
     epoch = -1
     for epoch in range(cfg.epochs):
         model.train()
@@ -214,25 +257,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
         if bar is not None:
             bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc:.3f}")
             bar.update(1)
-        if math.isnan(val_acc) or val_acc > best[0]:
-            best = (val_acc, epoch, copy.deepcopy(model.state_dict()) if cfg.restore_best else None)
-            stale = 0
-        else:
-            stale += 1
-            if cfg.patience is not None and stale > cfg.patience:
-                break
+        if stopper.step(val_acc, epoch, model):
+            break
     if bar is not None:
         bar.close()
-    if cfg.restore_best and best[2] is not None:
-        model.load_state_dict(best[2])
+    stopper.restore(model)
     model.eval()
-    return FitResult(best_val_accuracy=best[0], best_epoch=best[1], epochs_run=epoch + 1, history=history)
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    # disable=None: no bar when stderr is not a terminal (logs and CI stay readable).
-    return tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
+    return FitResult(best_val_accuracy=stopper.best, best_epoch=stopper.best_epoch, epochs_run=epoch + 1,
+                     history=history)
