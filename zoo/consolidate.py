@@ -36,6 +36,7 @@ class ConsolidationConfig:
     weight_decay: float = 0.0
     lambda_d: float = 1.0
     teacher: Literal["stored", "live"] = "stored"
+    teacher_batching: Literal["auto", "batched", "looped"] = "auto"
     augment: Literal["auto", "none", "crop_flip", "noise"] = "auto"
     val_fraction: float = 0.1
     patience: int | None = 10
@@ -75,7 +76,10 @@ class BatchedTeacher:
         from torch.func import stack_module_state
 
         views = [_FeatureView(e.eval()) for e in experts]
-        self.params, self.buffers = stack_module_state(views)
+        params, buffers = stack_module_state(views)
+        # channels_last weights (convnets on CUDA) would send vmap to a slow per-expert fallback.
+        self.params = {k: v.contiguous() for k, v in params.items()}
+        self.buffers = {k: v.contiguous() for k, v in buffers.items()}
         for t in (*self.params.values(), *self.buffers.values()):
             t.requires_grad_(False)
         # A weightless copy of the architecture: functional_call supplies the stacked weights.
@@ -99,6 +103,26 @@ class BatchedTeacher:
 def looped_features(experts: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
     """The per-expert loop the batched teacher replaces: expert k on ``x[k]``, stacked to (K, n, d)."""
     return torch.stack([features(e.eval(), x[k]) for k, e in enumerate(experts)])
+
+
+class LoopedTeacher:
+    """The K experts run one after the other, behind the batched teacher's interface."""
+
+    def __init__(self, experts: Sequence[nn.Module]):
+        self.experts = [e.eval() for e in experts]
+        self.k = len(self.experts)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return looped_features(self.experts, x)
+
+
+def make_teacher(experts: Sequence[nn.Module], mode: str, device: torch.device) -> BatchedTeacher | LoopedTeacher:
+    """The live teacher: batched (``vmap``) or looped. ``auto`` batches on CUDA from K = 2 and on the CPU from
+    K = 8, where bench/consolidate.py measured vmap to pay (below that the loop is as fast or faster)."""
+    k = len(experts)
+    if mode == "auto":
+        mode = "batched" if k >= (2 if device.type == "cuda" else 8) else "looped"
+    return BatchedTeacher(experts) if mode == "batched" else LoopedTeacher(experts)
 
 
 # --- augmentation ----------------------------------------------------------------------------------------------
@@ -183,7 +207,7 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
     all_buffers = [b.to(device) for b in (*new_buffers, *memory)]
     train, val = _split_validation(all_buffers, cfg.val_fraction, generator)
     k = len(new_buffers)
-    teacher = BatchedTeacher([e.to(device) for e in experts]) if cfg.teacher == "live" else None
+    teacher = make_teacher([e.to(device) for e in experts], cfg.teacher_batching, device) if cfg.teacher == "live" else None
     per = max(1, cfg.batch_size // len(train))
     steps = cfg.steps_per_epoch or max(1, math.ceil(sum(len(b) for b in train) / (per * len(train))))
     opt = torch.optim.AdamW(base.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -195,7 +219,7 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
     bar = progress_bar(cfg.epochs, "consolidate", progress)
     base.train()
     for epoch in range(cfg.epochs):
-        running = 0.0
+        running = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for _ in range(steps):
             idx = _sample(train, per, generator)
             xs = [b.x[i] for b, i in zip(train, idx)]
@@ -205,7 +229,8 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
                 # The K new buffers' samples are augmented and re-scored by their live experts in one batched
                 # forward; memory samples keep the features their (absent) experts stored.
                 x_new = augment(torch.stack(xs[:k]).flatten(0, 1), cfg.augment, generator).unflatten(0, (k, per))
-                live = teacher(x_new)
+                with autocast(device, cfg.amp):
+                    live = teacher(x_new).float()
                 xs[:k] = list(x_new)
                 targets[:k] = list(live)
             x, y, t = torch.cat(xs), torch.cat(ys), torch.cat(targets)
@@ -214,7 +239,8 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running += float(loss.detach())
+            running += loss.detach().float()
+        running = float(running)
         val_loss, val_acc = _validate(base, val, mask, cfg.lambda_d, device, cfg.amp)
         history.append({"epoch": epoch, "loss": running / steps, "val_loss": val_loss, "val_accuracy": val_acc,
                         "lr": opt.param_groups[0]["lr"]})
