@@ -87,8 +87,7 @@ class LocalRegistry(Registry):
             if statement.strip():
                 self._db.execute(statement)
         self.repair()
-        # Table statistics let SQLite pick the selective index for combined filters (task + architecture).
-        self._db.execute("PRAGMA optimize=0x10002")
+        self._analyze_once()
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"
@@ -141,6 +140,13 @@ class LocalRegistry(Registry):
                         continue  # left for `verify` to report; never indexed while unreadable
                     counts["indexed"] += self._index(cur, card)
         return counts
+
+    def _analyze_once(self) -> None:
+        # Table statistics let SQLite drive combined filters (task + architecture) from the selective index;
+        # gather them once the index is big enough for the plan to matter (gc refreshes them).
+        have = self._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone()
+        if not have and len(self) >= 1000:
+            self._db.execute("ANALYZE")
 
     @staticmethod
     def _abandoned(entry: Path) -> bool:
