@@ -54,15 +54,16 @@ import contextlib
 import dataclasses
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from bench.common import Table, machine_summary, med  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -81,24 +82,8 @@ CLASSES_PER_TASK = 5
 
 # --- machine ---------------------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_line() -> str:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        mem_s = f", {mem:.0f} GiB RAM"
-    except (ValueError, OSError):
-        mem_s = ""
+    """The machine, GPU, torch threads and Ray version."""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     try:
         import ray
@@ -106,9 +91,7 @@ def machine_line() -> str:
         ray_s = f", ray {ray.__version__}"
     except ImportError:
         ray_s = ", no ray"
-    return (f"{_cpu_model()}, {usable} cores{'' if usable == cores else f' (of {cores})'}{mem_s}; {gpu}; "
-            f"Linux {platform.release()}; Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads){ray_s}")
+    return f"{machine_summary()} ({torch.get_num_threads()} threads); {gpu}{ray_s}"
 
 
 def load_line() -> str:
@@ -123,31 +106,6 @@ def load_line() -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def med(xs: Sequence[float]) -> float:
-    return statistics.median(xs)
-
-
-class Table:
-    def __init__(self, title: str, headers: list[str], note: str = ""):
-        self.title, self.headers, self.note, self.rows = title, headers, note, []
-
-    def add(self, *cells: Any) -> None:
-        self.rows.append([str(c) for c in cells])
-
-    def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
-                  for i, h in enumerate(self.headers)]
-        line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
-        out = [self.title, line(self.headers), "  ".join("-" * w for w in widths), *(line(r) for r in self.rows)]
-        return "\n".join(out + ([self.note] if self.note else []))
-
-    def markdown(self) -> str:
-        head = "| " + " | ".join(self.headers) + " |"
-        sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
-        return "\n".join([head, sep, *("| " + " | ".join(r) + " |" for r in self.rows)])
 
 
 # --- 1. consolidation steps/s --------------------------------------------------------------------------------

@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import random
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +42,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from bench.common import Table, machine_summary, med  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -55,16 +55,6 @@ MB = 1_000_000  # throughputs are in MB/s with MB = 10^6 bytes
 
 
 # --- machine ---------------------------------------------------------------------------------------------
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def _filesystem(path: Path) -> str:
     """Type and device of the filesystem holding ``path`` (longest matching mount point in /proc/mounts)."""
@@ -82,16 +72,8 @@ def _filesystem(path: Path) -> str:
 
 
 def machine_line(base: Path) -> str:
-    cores = os.cpu_count()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else cores
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-        mem_s = f", {mem:.0f} GiB RAM"
-    except (ValueError, OSError):
-        mem_s = ""
-    return (f"{_cpu_model()}, {usable} cores{'' if usable == cores else f' (of {cores})'}{mem_s}; "
-            f"Linux {platform.release()}; Python {platform.python_version()}, torch {torch.__version__}; "
-            f"temp dir {base} on {_filesystem(base)}")
+    """The machine, and the filesystem the benchmark writes to."""
+    return f"{machine_summary()}; temp dir {base} on {_filesystem(base)}"
 
 
 # --- timing and tables -----------------------------------------------------------------------------------
@@ -106,10 +88,6 @@ def timed(fn: Callable[[], Any], repeats: int) -> list[float]:
     return out
 
 
-def med(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
 def p95(xs: list[float]) -> float:
     return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
 
@@ -117,27 +95,6 @@ def p95(xs: list[float]) -> float:
 def ms(xs: list[float], digits: int = 2) -> list[str]:
     """median, p95 and max of a series of seconds, in milliseconds."""
     return [f"{f(xs) * 1e3:.{digits}f}" for f in (med, p95, max)]
-
-
-class Table:
-    def __init__(self, title: str, headers: list[str]):
-        self.title, self.headers, self.rows = title, headers, []
-
-    def add(self, *cells: Any) -> None:
-        self.rows.append([str(c) for c in cells])
-
-    def text(self) -> str:
-        widths = [max(len(h), *(len(r[i]) for r in self.rows)) if self.rows else len(h)
-                  for i, h in enumerate(self.headers)]
-        line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                       for i, (c, w) in enumerate(zip(cells, widths)))
-        return "\n".join([self.title, line(self.headers), "  ".join("-" * w for w in widths),
-                          *(line(r) for r in self.rows)])
-
-    def markdown(self) -> str:
-        head = "| " + " | ".join(self.headers) + " |"
-        sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
-        return "\n".join([head, sep, *("| " + " | ".join(r) + " |" for r in self.rows)])
 
 
 def _folder_files(folder: Path) -> list[Path]:

@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from .base import Query, Registry, resolve_among
+from .base import Query, Registry
 from .card import CARD_FILE, ExpertCard
 from .errors import AmbiguousReferenceError, CardError, CorruptExpertError, ExpertNotFoundError, ZooError
 from .expert import Expert, sha256_file, write_expert

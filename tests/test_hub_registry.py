@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from registry import HubError, HubRegistry, LocalRegistry, Query, open_registry, write_expert
+from registry import HubError, HubRegistry, LocalRegistry, open_registry, write_expert
 from tests.helpers import files_bytes, make_expert, make_model, snapshot
 from tests.test_cli import zoo
 

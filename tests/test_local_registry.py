@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry import (AmbiguousReferenceError, CorruptExpertError, ExpertNotFoundError, InvalidNameError,
+from registry import (AmbiguousReferenceError, ExpertNotFoundError, InvalidNameError,
                       LocalRegistry, MetricFilter, ParentRef, Query, ZooError, open_registry)
 from tests.helpers import files_bytes, make_expert, make_model, snapshot
 

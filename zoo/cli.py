@@ -201,10 +201,10 @@ def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
         f"id            {card.id}",
         f"name          {card.name}",
         f"architecture  {card.architecture} ({card.num_classes} outputs)",
-        f"tasks         " + ("; ".join(f"{t.id}: classes {list(t.classes)}" for t in card.tasks) or "-"),
+        "tasks         " + ("; ".join(f"{t.id}: classes {list(t.classes)}" for t in card.tasks) or "-"),
         f"method        {card.method}" + (f" (seed {card.seed})" if card.seed is not None else ""),
-        f"parents       " + (", ".join(f"{p.id} ({p.role})" for p in card.parents) or "-"),
-        f"tags          " + (", ".join(tags) or "-"),
+        "parents       " + (", ".join(f"{p.id} ({p.role})" for p in card.parents) or "-"),
+        "tags          " + (", ".join(tags) or "-"),
         f"created       {card.created_at} (zoo {card.zoo_version})",
     ]
     if card.hyperparameters:
@@ -506,7 +506,7 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     for t in plan["known_tasks"]:
         click.echo(f"{t:>4}  {plan['losses'][str(t)]:>8.4f}  {plan['weights'][str(t)]:>8.4f}")
     new = plan["new_task"]
-    click.echo(f"next round" + (f" (new task {new})" if new is not None else " (every task known: multi-task)") + ":")
+    click.echo("next round" + (f" (new task {new})" if new is not None else " (every task known: multi-task)") + ":")
     for i, g in enumerate(plan["groups"]):
         click.echo(f"  group {i}: tasks {', '.join(map(str, g))}")
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
-
 from registry import Expert
 
 from .ensemble import ZooEnsemble

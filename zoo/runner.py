@@ -31,7 +31,6 @@ from registry import Registry, open_registry, write_expert
 from registry.card import ExpertCard, ParentRef, TaskSpec
 from registry.errors import ZooError
 
-from . import baselines  # noqa: F401  (registers the baseline methods)
 from .budget import memory_report
 from .data import build_stream
 from .methods import RunContext, get_method

@@ -47,7 +47,7 @@ def _check(tensors: Mapping[str, torch.Tensor], where: str) -> None:
         raise DataError(f"features: {where} must hold both 'train_tasks' and 'test_tasks' or neither")
     dims = set()
     for part in ("train", "test"):
-        feats, labels = tensors[f"{part}_features"], tensors[f"{part}_labels"]
+        feats = tensors[f"{part}_features"]
         if feats.dim() != 2 or feats.dtype not in _FLOATS:
             raise DataError(f"features: {where}: '{part}_features' is {feats.dtype} {tuple(feats.shape)}, "
                             f"expected a float (N, D) tensor")
