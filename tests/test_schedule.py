@@ -181,3 +181,26 @@ def test_modelzoo_resumes(tmp_path, monkeypatch):
     assert resumed["trained_on_resume"] == [3, 4]
     assert [s["info"]["group"] for s in a["stages"]] == [s["info"]["group"] for s in b["stages"]]
     assert a["accuracy_matrix"] == b["accuracy_matrix"]
+
+
+def test_limited_replay_cuts_and_duplicates_past_tasks_and_weights_first_model():
+    from types import SimpleNamespace
+
+    from zoo.data import Split
+    from zoo.modelzoo import group_data
+
+    def task(tid, classes, n):
+        y = torch.tensor(classes).repeat(n)
+        return SimpleNamespace(id=tid, classes=classes, train=Split(torch.randn(len(y), 3), y),
+                               val=Split(torch.randn(len(y), 3), y))
+
+    stream = SimpleNamespace(tasks=[task(0, [0, 1], 50), task(1, [2, 3], 50), task(2, [4, 5], 40)], num_classes=6)
+    f, k = 0.1, 3
+    data, heads = group_data(stream, [2, 0, 1], "train", f, k, torch.Generator().manual_seed(0), new_task=2)
+    # the new task keeps all 80 samples; each past task keeps floor(0.1 * 50) = 5 per class, duplicated
+    # max(1, floor(1 / ((k - 1) * f))) = 5 times
+    assert len(data) == 80 + 2 * (2 * 5 * 5)
+    assert heads.tolist() == [0, 0, 1, 1, 2, 2]
+    assert torch.bincount(data.y, minlength=6).tolist() == [40, 40, 25, 25, 25, 25]
+    # targets are columns of the multi-head output: task 2's classes 4, 5 are columns 0, 1 (head 0)
+    assert set(data.y[:80].tolist()) == {0, 1}
