@@ -163,6 +163,7 @@ def test_bmc_experts_buffers_and_lineage_in_registry(bmc_run):
     assert buf.task == 2 and set(buf.y.tolist()) <= set(buf.classes.tolist()) and len(buf) == 200
     assert torch.allclose(buf.features, expert.model().features(buf.x), atol=1e-5)
     assert base.hyperparameters["consolidation"]["epochs"] == 60
+    assert expert.card.buffer["task_offset"] == 4 and expert.card.buffer["task_length"] == 2
 
 
 @pytest.mark.parametrize("kind", ["process", "ray"])

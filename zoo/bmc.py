@@ -286,7 +286,10 @@ class BMC(Method):
             card = publish(expert, suffix=f"expert-t{task.id}", tasks=[(task.id, task.classes)],
                            parents=[parent] if parent else [], buffer=buf.tensors(),
                            buffer_info={"task": task.id, "feature_dim": int(buf.features.shape[1]),
-                                        "fraction": self.params.buffer_fraction},
+                                        "fraction": self.params.buffer_fraction,
+                                        # the task's range of the class order (the reference's offset, length)
+                                        "task_offset": self.ctx.stream.class_order.index(task.classes[0]),
+                                        "task_length": len(task.classes)},
                            metrics={"val_accuracy": info["val_accuracy"]})
             if card is not None:
                 refs.append(ParentRef(card.id, card.digest, "expert"))
