@@ -242,8 +242,9 @@ class HubRegistry(Registry):
         cards = self.select(refs, query)
         have = {c.id for c in into.find()}
         todo = [c for c in cards if c.id not in have]
-        scratch = getattr(into, "root", None)
-        with tempfile.TemporaryDirectory(dir=Path(scratch) / "tmp" if scratch else None) as tmp:
+        # A system temporary folder, not the registry's tmp/: another process opening the registry would take
+        # an unlocked folder there for debris.
+        with tempfile.TemporaryDirectory(prefix="zoo-pull-") as tmp:
             for expert in self.download(todo, local_dir=tmp):
                 into.add(expert)
         remote_tags = self.tags()
