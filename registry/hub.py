@@ -283,7 +283,14 @@ def parse_index(data: bytes, source: str) -> tuple[dict[str, ExpertCard], dict[s
     if not isinstance(experts, dict) or not isinstance(tags, dict):
         raise HubError(f"{source}: 'experts' and 'tags' must be objects")
     cards = {i: ExpertCard.from_dict(c, f"{source}: experts.{i}") for i, c in experts.items()}
-    return cards, {str(t): str(i) for t, i in tags.items()}
+    for i, card in cards.items():
+        if card.id != i:
+            raise HubError(f"{source}: entry {i!r} holds the card of expert {card.id}")
+    tags = {str(t): str(i) for t, i in tags.items()}
+    for t, i in tags.items():
+        if i not in cards:
+            raise HubError(f"{source}: tag {t!r} points at {i}, which the index does not hold")
+    return cards, tags
 
 
 def render_index(cards: dict[str, ExpertCard], tags: dict[str, str]) -> bytes:
