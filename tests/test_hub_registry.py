@@ -220,3 +220,21 @@ def test_cli_hub_errors(tmp_path, hub_server, hub_repo, local, args, message):
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("zoo: error: ") and message in err, err
     assert snapshot(dest.root) == before
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda idx, i: idx["experts"][i].update(name="../../etc"), "invalid name '../../etc'"),
+    (lambda idx, i: idx["experts"].update({"0" * 16: idx["experts"].pop(i)}), "holds the card of expert"),
+    (lambda idx, i: idx["tags"].update({"x": "f" * 16}), "which the index does not hold"),
+    (lambda idx, i: idx.update(format="something-else"), "not a zoo registry index"),
+])
+def test_tampered_index_is_refused_with_one_line(hub_server, hub_repo, local, tamper, message):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    HubRegistry(hub_repo).push([local.get("alpha")])
+    idx = json.loads(hub_server.read_file(hub_repo, "index.json"))
+    tamper(idx, local.card("alpha").id)
+    HfApi().create_commit(hub_repo, [CommitOperationAdd("index.json", json.dumps(idx).encode())],
+                          commit_message="tamper")
+    code, _, err = zoo("list", "--registry", f"hf://{hub_repo}")
+    assert code == 1 and err.count("\n") == 1 and err.startswith("zoo: error: ") and message in err, err
