@@ -1,6 +1,6 @@
 """A restricted unpickler for the CIFAR "python version" batch files.
 
-Why not ``pickle.load``: unpickling calls whatever callable the file names, so a tampered ``data_batch_1``
+Why not the stock unpickler: unpickling calls whatever callable the file names, so a tampered ``data_batch_1``
 could run ``os.system`` the moment it is opened. The CIFAR batches only ever need dicts, lists, ints, bytes
 and numpy arrays, and a numpy array is rebuilt through a handful of numpy globals. ``find_class`` below
 returns exactly those (plus ``_codecs.encode`` limited to latin-1, which Python 3 protocol-2 pickles use for
