@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from .base import Query, Registry, resolve_among
-from .card import ExpertCard
+from .card import CARD_FILE, ExpertCard
 from .errors import HubError, ZooError
 from .expert import Expert
 from .names import validate_tag
@@ -67,6 +67,7 @@ class HubRegistry(Registry):
         self._endpoint = endpoint
         self._api = HfApi(endpoint=endpoint, token=token)
         self._cache: tuple[str, dict[str, ExpertCard], dict[str, str]] | None = None
+        self.flat = False
 
     def __repr__(self) -> str:
         return f"HubRegistry({self.uri!r})"
@@ -81,28 +82,45 @@ class HubRegistry(Registry):
             raise HubError(f"{self.uri}: the Hub did not report a commit for this revision")
         return info.sha
 
-    def _index(self, refresh: bool = False) -> tuple[str, dict[str, ExpertCard], dict[str, str]]:
-        """(commit sha, cards by id, tags) at the registry's revision, read once per commit."""
-        if self._cache is not None and not refresh:
-            return self._cache
+    def _fetch(self, filename: str, sha: str) -> bytes | None:
+        """A small file of the repo at commit ``sha``, or None when the repo has no such file."""
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError
 
-        sha = self.head()
         try:
             with hub_errors(self.uri):
-                path = hf_hub_download(self.repo_id, INDEX_FILE, revision=sha, token=self._token,
+                path = hf_hub_download(self.repo_id, filename, revision=sha, token=self._token,
                                        endpoint=self._endpoint)
         except HubError as e:
-            if "file not found" not in str(e):
-                raise
-            self._cache = (sha, {}, {})  # a repo without an index is an empty registry
+            if "file not found" in str(e):
+                return None
+            raise
+        return Path(path).read_bytes()
+
+    def _index(self, refresh: bool = False) -> tuple[str, dict[str, ExpertCard], dict[str, str]]:
+        """(commit sha, cards by id, tags) at the registry's revision, read once per commit.
+
+        A repo without ``index.json`` is an empty registry, unless it holds one expert at its root (as
+        ``zoo export`` writes it, for timm's ``hf-hub:`` loader): then it is that expert's read-only registry.
+        """
+        if self._cache is not None and not refresh:
             return self._cache
-        except EntryNotFoundError:  # pragma: no cover - hub_errors converts it
+        sha = self.head()
+        index = self._fetch(INDEX_FILE, sha)
+        self.flat = False
+        if index is not None:
+            self._cache = (sha, *parse_index(index, f"{self.uri}/{INDEX_FILE}"))
+            return self._cache
+        card = self._fetch(CARD_FILE, sha)
+        if card is None:
             self._cache = (sha, {}, {})
             return self._cache
-        self._cache = (sha, *parse_index(Path(path).read_bytes(), f"{self.uri}/{INDEX_FILE}"))
+        parsed = ExpertCard.from_json(card, f"{self.uri}/{CARD_FILE}")
+        self.flat = True
+        self._cache = (sha, {parsed.id: parsed}, {})
         return self._cache
+
+    def _prefix(self, card: ExpertCard) -> str:
+        return "" if self.flat else f"experts/{card.id}/"
 
     def _write_branch(self) -> str:
         branch = self.revision or "main"
@@ -116,6 +134,8 @@ class HubRegistry(Registry):
                 message: str, parent: str) -> str:
         from huggingface_hub import CommitOperationAdd
 
+        if self.flat:
+            raise HubError(f"{self.uri} holds a single exported expert at its root; push to a registry repo instead")
         index = render_index(cards, tags)
         operations = [*operations, CommitOperationAdd(path_in_repo=INDEX_FILE, path_or_fileobj=index)]
         with hub_errors(self.uri):
@@ -158,6 +178,30 @@ class HubRegistry(Registry):
                 self._api.create_tag(self.repo_id, tag=git_tag, revision=sha,
                                      tag_message=f"zoo registry with {len(cards) + len(new)} experts")
         return [e.card for e in new]
+
+    def export(self, expert: Expert, message: str | None = None, git_tag: str | None = None) -> str:
+        """Make the repo a standalone model repo holding ``expert`` at its root (``config.json``,
+        ``model.safetensors``, ``zoo.json``, ``README.md``...), so that ``timm.create_model("hf-hub:ORG/REPO",
+        pretrained=True)`` loads it; zoo reads it back as a one-expert registry. Returns the commit sha."""
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        with hub_errors(self.uri):
+            self._api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
+        sha, cards, _ = self._index(refresh=True)
+        if cards and not self.flat:
+            raise HubError(f"{self.uri} is a zoo registry (it has index.json); export to a repo of its own")
+        expert.verify(deep=False)
+        names = [*expert.card.files, CARD_FILE]
+        old = [n for c in cards.values() for n in [*c.files, CARD_FILE] if n not in names]
+        ops = [CommitOperationAdd(path_in_repo=n, path_or_fileobj=str(expert.path / n)) for n in names]
+        ops += [CommitOperationDelete(path_in_repo=n) for n in old]
+        with hub_errors(self.uri):
+            info = self._api.create_commit(self.repo_id, ops, parent_commit=sha, revision=self._write_branch(),
+                                           commit_message=message or f"Export expert {expert.name} ({expert.id})")
+            if git_tag:
+                self._api.create_tag(self.repo_id, tag=git_tag, revision=info.oid)
+        self._cache = None
+        return info.oid
 
     def add(self, expert: Expert | str | Path) -> ExpertCard:
         """Upload one expert (a no-op if the repo has it)."""
@@ -217,13 +261,13 @@ class HubRegistry(Registry):
         if not cards:
             return []
         sha = self._index()[0]
+        patterns = [f"{self._prefix(c)}{name}" for c in cards for name in [*c.files, CARD_FILE]]
         with hub_errors(self.uri):
             root = snapshot_download(self.repo_id, revision=sha, token=self._token, endpoint=self._endpoint,
-                                     local_dir=str(local_dir) if local_dir else None,
-                                     allow_patterns=[f"experts/{c.id}/*" for c in cards])
+                                     local_dir=str(local_dir) if local_dir else None, allow_patterns=patterns)
         experts = []
         for c in cards:
-            expert = Expert.load(Path(root) / "experts" / c.id)
+            expert = Expert.load(Path(root) / self._prefix(c))
             if expert.card.digest != c.digest or expert.card.files != c.files:
                 raise HubError(f"{self.uri}: expert {c.id}'s zoo.json does not match index.json")
             expert.verify(deep=False)

@@ -166,14 +166,28 @@ def test_snapshot_download_and_timm_load_a_pushed_expert(tmp_path, hub_server, h
     ours = reg.get(card.id).model()(x)
     local_timm = timm.create_model(f"local-dir:{reg.path(card.id)}", pretrained=True).eval()
     assert torch.equal(local_timm(x), ours)
-    # timm's hf-hub: loader reads config.json and model.safetensors at the root of a repo.
-    from huggingface_hub import HfApi
-
-    flat = hub_repo + "-flat"
-    HfApi().create_repo(flat)
-    HfApi().upload_folder(repo_id=flat, folder_path=str(reg.path(card.id)))
+    # timm's hf-hub: loader reads config.json and model.safetensors at the root of a repo: `zoo export`
+    # publishes one expert that way.
+    flat = hub_repo + "-model"
+    code, out, err = zoo("--quiet", "export", "timm-expert", "--to", f"hf://{flat}", "--registry", str(reg.root))
+    assert code == 0, err
+    assert set(hub_server.list_files(flat)) >= {"config.json", "model.safetensors", "zoo.json", "README.md"}
     hub_timm = timm.create_model(f"hf-hub:{flat}", pretrained=True).eval()
     assert torch.equal(hub_timm(x), ours)
+    # zoo reads the model repo back as a one-expert registry
+    code, out, _ = zoo("list", "--registry", f"hf://{flat}", "--json")
+    assert [r["id"] for r in json.loads(out)] == [card.id]
+    dest = LocalRegistry(tmp_path / "dest")
+    code, _, err = zoo("--quiet", "pull", f"hf://{flat}", "--registry", str(dest.root))
+    assert code == 0, err
+    assert files_bytes(dest.path(card.id)) == files_bytes(reg.path(card.id))
+    # it is not a registry to push into, and a registry repo is not a target for export
+    other = reg.save(make_model("resnet10t", 5, 5), name="other", tasks=[(0, range(5))])
+    code, _, err = zoo("--quiet", "push", other.id, "--to", f"hf://{flat}", "--registry", str(reg.root))
+    assert code == 1 and "single exported expert" in err
+    HubRegistry(hub_repo).push([reg.get("other")])
+    code, _, err = zoo("--quiet", "export", "other", "--to", f"hf://{hub_repo}", "--registry", str(reg.root))
+    assert code == 1 and "is a zoo registry" in err
 
 
 # --- the CLI against the loopback Hub ----------------------------------------------------------------------

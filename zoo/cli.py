@@ -320,6 +320,30 @@ def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bo
 
 
 @main.command()
+@click.argument("ref")
+@click.option("--to", "dest", required=True, metavar="URI", help="The model repo: hf://ORG/REPO[@BRANCH].")
+@registry_option
+@click.option("--private", is_flag=True, help="Create the repo as private if it does not exist.")
+@click.option("--message", "-m", help="Commit message (default: names the expert).")
+@click.option("--git-tag", help="Also tag the commit.")
+def export(ref: str, dest: str, registry_uri: str | None, private: bool, message: str | None,
+           git_tag: str | None) -> None:
+    """Publish one expert as a standalone Hub model repo (its files at the repo root).
+
+    timm then loads a single-head timm expert with timm.create_model("hf-hub:ORG/REPO", pretrained=True), and
+    zoo reads the repo back as a one-expert registry (zoo pull hf://ORG/REPO).
+    """
+    from registry.uri import is_hub_uri
+
+    if not is_hub_uri(dest):
+        raise click.UsageError("--to must be a Hub repo: hf://ORG/REPO")
+    expert = _open(registry_uri).get(ref)
+    repo = open_registry(dest, private=private)
+    repo.export(expert, message=message, git_tag=git_tag)
+    click.echo(f"exported {expert.name} ({expert.id}) to {repo.uri}")
+
+
+@main.command()
 @click.argument("source", metavar="URI")
 @click.argument("refs", nargs=-1)
 @registry_option
