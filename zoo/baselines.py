@@ -15,10 +15,6 @@ from .metrics import Predictor
 from .train import fit
 
 
-def _concat(splits: list[Split]) -> Split:
-    return Split(torch.cat([s.x for s in splits]), torch.cat([s.y for s in splits]))
-
-
 def _model_predictor(model: nn.Module) -> Predictor:
     def predict(x: torch.Tensor, task: Any) -> torch.Tensor:
         return model(x)
@@ -50,7 +46,7 @@ class _SingleModel(Method):
             return None
         if which == "task":
             return list(self.ctx.stream.tasks[t].classes)
-        return self.ctx.seen_classes(t)
+        return self.ctx.stream.seen_classes(t)
 
 
 @dataclass
@@ -84,11 +80,11 @@ class Joint(_SingleModel):
     Params = NoParams
 
     def train_stage(self, t: int) -> dict[str, Any]:
-        tasks = self.ctx.stream.tasks[: t + 1]
+        joint = self.ctx.stream.joint(t)
         torch.manual_seed(self.ctx.seed)
         self.model = self.ctx.new_model()
-        r = fit(self.model, _concat([k.train for k in tasks]), _concat([k.val for k in tasks]), self.ctx.training,
-                num_classes=self.ctx.stream.num_classes, classes=self.ctx.seen_classes(t),
+        r = fit(self.model, joint.train, joint.val, self.ctx.training,
+                num_classes=self.ctx.stream.num_classes, classes=joint.classes,
                 generator=torch.Generator().manual_seed(self.ctx.seed * 1000 + t),
                 desc=f"joint tasks 0-{t}", progress=self.ctx.progress)
         return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy}

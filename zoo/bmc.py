@@ -157,7 +157,7 @@ class BMC(Method):
         first = t - t % self.params.batch_tasks
         tasks = list(range(first, t + 1))
         experts, buffers, infos = self._regularise(tasks)
-        seen = self.ctx.seen_classes(t)
+        seen = self.ctx.stream.seen_classes(t)
         result = consolidate(self.base, buffers, self.memory_buffers, self.params.consolidation, seen_classes=seen,
                              num_classes=self.ctx.stream.num_classes, experts=experts,
                              generator=torch.Generator().manual_seed(self.ctx.seed * 1000 + t),

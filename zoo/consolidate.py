@@ -23,7 +23,7 @@ from torch import nn
 
 from .buffer import Buffer, balanced_indices
 from .models import features, features_and_logits
-from .train import EarlyStopping, autocast, masked_logits, progress_bar
+from .train import EarlyStopping, autocast, class_mask, masked_logits, progress_bar
 
 
 @dataclass
@@ -202,8 +202,7 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
         raise ValueError("teacher: live needs one expert per new buffer")
     generator = generator or torch.Generator().manual_seed(0)
     device = next(base.parameters()).device
-    mask = torch.zeros(num_classes, dtype=torch.bool, device=device)
-    mask[list(seen_classes)] = True
+    mask = class_mask(seen_classes, num_classes, device)
     all_buffers = [b.to(device) for b in (*new_buffers, *memory)]
     train, val = _split_validation(all_buffers, cfg.val_fraction, generator)
     k = len(new_buffers)

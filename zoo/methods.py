@@ -59,13 +59,6 @@ class RunContext:
     architecture: str = ""
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def seen_classes(self, t: int) -> list[int]:
-        """Classes of tasks 0..t, in order of first appearance."""
-        seen: dict[int, None] = {}
-        for task in self.stream.tasks[: t + 1]:
-            seen.update(dict.fromkeys(task.classes))
-        return list(seen)
-
 
 @dataclass
 class NoParams:

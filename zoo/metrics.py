@@ -94,12 +94,11 @@ answer depends on the task sets the attribute ``uses_task = True``; others are c
 def task_accuracies(predict: Predictor, task: Any, seen_classes: Sequence[int], num_classes: int,
                     batch_size: int = 1024) -> dict[str, float]:
     """Class-IL and task-IL test accuracy of ``predict`` on one task."""
+    from .train import class_mask
+
     x, y = task.test.x, task.test.y
-    device = x.device
-    seen = torch.zeros(num_classes, dtype=torch.bool, device=device)
-    seen[list(seen_classes)] = True
-    own = torch.zeros(num_classes, dtype=torch.bool, device=device)
-    own[list(task.classes)] = True
+    seen = class_mask(seen_classes, num_classes, x.device)
+    own = class_mask(task.classes, num_classes, x.device)
     correct = {"class_il": 0, "task_il": 0}
     for start in range(0, len(y), batch_size):
         xb, yb = x[start:start + batch_size], y[start:start + batch_size]

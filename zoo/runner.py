@@ -132,13 +132,12 @@ def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, l
     torch.manual_seed(seed)
     model = new_model().eval()
     predict = lambda x, task: model(x)  # noqa: E731
-    seen: list[int] = []
     out: dict[str, list[float]] = {"class_il": [], "task_il": []}
-    for task in stream.tasks:
-        accs = task_accuracies(predict, task, seen or list(task.classes), stream.num_classes)
+    for j, task in enumerate(stream.tasks):
+        # R[j-1][j] is scored over the classes seen before task j (task 0: its own classes).
+        accs = task_accuracies(predict, task, stream.seen_classes(max(j - 1, 0)), stream.num_classes)
         out["class_il"].append(accs["class_il"])
         out["task_il"].append(accs["task_il"])
-        seen = list(dict.fromkeys(seen + list(task.classes)))
     return out
 
 
@@ -181,7 +180,7 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
             info = method.train_stage(t)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            row = evaluate_stage(method.predictor(), stream, ctx.seen_classes(t))
+            row = evaluate_stage(method.predictor(), stream, stream.seen_classes(t))
             eval_s = time.perf_counter() - t0
             stage = {"stage": t, "class_il": row["class_il"], "task_il": row["task_il"], "train_s": train_s,
                      "eval_s": eval_s, "info": info, "expert": None, "method_state": method.meta()}
