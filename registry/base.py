@@ -7,14 +7,16 @@ A *reference* names one expert: its full id, a unique id prefix (at least 4 hex 
 from __future__ import annotations
 
 import re
+import tempfile
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .card import ExpertCard
 from .errors import AmbiguousReferenceError, ExpertNotFoundError, ZooError
-from .expert import Expert
+from .expert import Expert, write_expert
 
 _METRIC = re.compile(r"\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*")
 
@@ -97,8 +99,9 @@ class Registry(ABC):
     uri: str
 
     @abstractmethod
-    def add(self, expert: Expert | str | Path) -> ExpertCard:
-        """Store an expert (a no-op if an expert with the same id is already there) and return its card."""
+    def add(self, expert: Expert | str | Path, progress: Callable[[int], Any] | None = None) -> ExpertCard:
+        """Store an expert (a no-op if an expert with the same id is already there) and return its card.
+        ``progress``, where the registry reports it, is called with the bytes copied so far."""
 
     @abstractmethod
     def get(self, ref: str) -> Expert:
@@ -131,6 +134,39 @@ class Registry(ABC):
     @abstractmethod
     def verify(self, refs: Iterable[str] | None = None) -> list[str]:
         """Check experts' files against their cards; return one line per problem (empty when all is well)."""
+
+    def save(self, model: Any, **card_fields: Any) -> ExpertCard:
+        """Write a model as a new expert (see :func:`registry.write_expert`) and store it."""
+        with tempfile.TemporaryDirectory(prefix="zoo-save-") as tmp:
+            return self.add(write_expert(Path(tmp) / "expert", model, **card_fields))
+
+    @contextmanager
+    def fetch(self, cards: Sequence[ExpertCard]) -> Iterator[list[Expert]]:
+        """The experts of ``cards`` as local folders, valid for the duration of the block."""
+        yield [self.get(c.id) for c in cards]
+
+    def push(self, experts: Sequence[Expert], message: str | None = None, git_tag: str | None = None,
+             tags: dict[str, str] | None = None) -> list[ExpertCard]:
+        """Store the experts this registry lacks and point ``tags`` at theirs; return the cards added.
+        (A Hub registry does it in one commit, with ``message`` and an optional ``git_tag``.)"""
+        if message or git_tag:
+            raise ZooError(f"a commit message and a git tag apply to Hub registries, not {self.uri}")
+        have = {c.id for c in self.find()}
+        added = [self.add(e) for e in experts if e.id not in have]
+        for tag, expert_id in (tags or {}).items():
+            self.tag(tag, expert_id)
+        return added
+
+    def pull(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
+        """Copy the selected experts (all by default) that ``into`` lacks; tags named in ``refs`` follow.
+        Returns the selected cards."""
+        refs = list(refs)
+        cards = self.select(refs, query)
+        have = {c.id for c in into.find()}
+        tags = self.tags()
+        with self.fetch([c for c in cards if c.id not in have]) as experts:
+            into.push(experts, tags={r: tags[r] for r in refs if r in tags})
+        return cards
 
     def select(self, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
         """Cards named by ``refs`` plus those matching ``query``; with neither, every expert. No duplicates."""

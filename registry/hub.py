@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .base import Query, Registry, resolve_among
 from .card import CARD_FILE, ExpertCard
@@ -203,8 +204,8 @@ class HubRegistry(Registry):
         self._cache = None
         return info.oid
 
-    def add(self, expert: Expert | str | Path) -> ExpertCard:
-        """Upload one expert (a no-op if the repo has it)."""
+    def add(self, expert: Expert | str | Path, progress: Callable[[int], Any] | None = None) -> ExpertCard:
+        """Upload one expert (a no-op if the repo has it); huggingface_hub shows its own progress bars."""
         e = expert if isinstance(expert, Expert) else Expert.load(expert)
         self.push([e])
         return e.card
@@ -278,38 +279,23 @@ class HubRegistry(Registry):
         """Download (or reuse from the HF cache) the expert ``ref`` names and return it, verified."""
         return self.download([self.card(ref)])[0]
 
-    def pull(self, into: Registry, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
-        """Copy the selected experts (all, by default) into another registry; tags named in ``refs`` follow."""
-        import tempfile
-
-        refs = list(refs)
-        cards = self.select(refs, query)
-        have = {c.id for c in into.find()}
-        todo = [c for c in cards if c.id not in have]
-        # A system temporary folder, not the registry's tmp/: another process opening the registry would take
-        # an unlocked folder there for debris.
-        with tempfile.TemporaryDirectory(prefix="zoo-pull-") as tmp:
-            for expert in self.download(todo, local_dir=tmp):
-                into.add(expert)
-        remote_tags = self.tags()
-        for ref in refs:
-            if ref in remote_tags:
-                into.tag(ref, remote_tags[ref])
-        return cards
+    @contextlib.contextmanager
+    def fetch(self, cards: Sequence[ExpertCard]) -> Iterator[list[Expert]]:
+        """The experts of ``cards`` downloaded (one request batch) into a temporary folder for the block."""
+        # A system temporary folder, not a local registry's tmp/: another process opening that registry would
+        # take an unlocked folder there for debris.
+        with tempfile.TemporaryDirectory(prefix="zoo-hub-") as tmp:
+            yield self.download(cards, local_dir=tmp)
 
     def verify(self, refs: Iterable[str] | None = None) -> list[str]:
         """Download the chosen experts (all by default) and check every file and id; list problems."""
-        import tempfile
-
         problems = []
-        cards = self.select(list(refs or []))
-        for card in cards:
-            with tempfile.TemporaryDirectory() as tmp:
-                try:
-                    expert = self.download([card], local_dir=tmp)[0]
+        for card in self.select(list(refs or [])):
+            try:
+                with self.fetch([card]) as (expert,):
                     expert.verify(deep=True)
-                except ZooError as e:
-                    problems.append(str(e))
+            except ZooError as e:
+                problems.append(str(e))
         return problems
 
 

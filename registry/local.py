@@ -239,7 +239,8 @@ class LocalRegistry(Registry):
             return self._commit(tmp, stored)
 
     def save(self, model: Any, **card_fields: Any) -> ExpertCard:
-        """Write a model straight into the registry as a new expert (see :func:`registry.write_expert`)."""
+        """Write a model straight into the registry as a new expert (see :func:`registry.write_expert`),
+        without a copy through a temporary folder elsewhere."""
         with self._workspace("tmp") as tmp:
             card = write_expert(tmp, model, fsync=True, **card_fields).card
             return self._commit(tmp, card)

@@ -279,7 +279,7 @@ def add(paths: tuple[Path, ...], registry_uri: str | None) -> None:
     for e in experts:
         total = sum(r.size for r in e.card.files.values())
         with _bytes_bar(total, e.name, _quiet()) as bar:
-            card = reg.add(e, progress=bar) if hasattr(reg, "root") else reg.add(e)
+            card = reg.add(e, progress=bar)
         click.echo(f"added {card.name} ({card.id})")
 
 
@@ -302,20 +302,16 @@ def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bo
     cards = src.select(refs, _query(**filters))
     if not cards:
         raise ZooError(f"nothing to push: no experts selected in {src.uri}")
-    experts = [src.get(c.id) for c in cards]
     ids = {c.id for c in cards}
     tags = {t: i for t, i in src.tags().items() if i in ids}
     if dest.startswith("hf://"):
         dst = open_registry(dest, private=private)
-        added = dst.push(experts, message=message, git_tag=git_tag, tags=tags)
+    elif private or message or git_tag:
+        raise click.UsageError("--private, --message and --git-tag apply to hf:// destinations only")
     else:
-        if private or message or git_tag:
-            raise click.UsageError("--private, --message and --git-tag apply to hf:// destinations only")
         dst = _open(dest, create=True)
-        have = {c.id for c in dst.find()}
-        added = [dst.add(e) for e in experts if e.id not in have]
-        for t, i in tags.items():
-            dst.tag(t, i)
+    with src.fetch(cards) as experts:
+        added = dst.push(experts, message=message, git_tag=git_tag, tags=tags)
     click.echo(f"pushed {len(added)} new expert(s) to {dst.uri} ({len(cards) - len(added)} already there)")
 
 
@@ -357,17 +353,7 @@ def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters
     dst = _open(registry_uri, create=True)
     if src.uri == dst.uri:
         raise ZooError("source and destination are the same registry")
-    query = _query(**filters)
-    if hasattr(src, "pull"):
-        cards = src.pull(dst, refs, query)
-    else:
-        cards = src.select(refs, query)
-        for c in cards:
-            dst.add(src.get(c.id))
-        src_tags = src.tags()
-        for r in refs:
-            if r in src_tags:
-                dst.tag(r, src_tags[r])
+    cards = src.pull(dst, refs, _query(**filters))
     if not cards:
         raise ZooError(f"nothing to pull: no experts selected in {src.uri}")
     click.echo(f"pulled {len(cards)} expert(s) from {src.uri} into {dst.uri}")

@@ -267,24 +267,34 @@ def consolidate_experts(registry: Any, base_ref: str, expert_refs: Sequence[str]
     base, and write it to ``target`` (default: the same registry) with lineage: parents are the base and every
     expert, and the card embeds the consolidation recipe. ``memory_refs`` name earlier experts whose buffers
     form the memory (cut to equal shares of ``memory_size``). Returns the new base's card."""
+    from registry.errors import ZooError
+
+    from .train import resolve_device
+
+    if not expert_refs:
+        raise ZooError("consolidate: no experts selected")
+    cards = [registry.card(r) for r in (base_ref, *expert_refs, *memory_refs)]
+    for c in cards[1:]:
+        if c.buffer is None:
+            raise ZooError(f"expert {c.name} ({c.id}) has no buffer: consolidation needs the buffers BMC experts leave")
+    with registry.fetch(cards) as fetched:  # one download batch from the Hub
+        base_expert, experts = fetched[0], fetched[1:1 + len(expert_refs)]
+        memory_experts = fetched[1 + len(expert_refs):]
+        return _consolidate_fetched(base_expert, experts, memory_experts, cfg, memory_size=memory_size, name=name,
+                                    target=target if target is not None else registry,
+                                    dev=resolve_device(device), seed=seed, progress=progress)
+
+
+def _consolidate_fetched(base_expert: Any, experts: Sequence[Any], memory_experts: Sequence[Any],
+                         cfg: ConsolidationConfig, *, memory_size: int, name: str | None, target: Any,
+                         dev: torch.device, seed: int, progress: bool) -> Any:
     from dataclasses import asdict
 
     from registry.card import ParentRef, TaskSpec
     from registry.errors import ZooError
 
     from .buffer import equal_share
-    from .runner import store_model
-    from .train import resolve_device
 
-    dev = resolve_device(device)
-    base_expert = registry.get(base_ref)
-    experts = [registry.get(r) for r in expert_refs]
-    if not experts:
-        raise ZooError("consolidate: no experts selected")
-    memory_experts = [registry.get(r) for r in memory_refs]
-    for e in (*experts, *memory_experts):
-        if e.buffer() is None:
-            raise ZooError(f"expert {e.name} ({e.id}) has no buffer: consolidation needs the buffers BMC experts leave")
     base = base_expert.model(dev)
     if base_expert.config().heads is not None:
         raise ZooError(f"base {base_expert.name} ({base_expert.id}) is multi-head; BMC consolidates single-head models")
@@ -311,8 +321,8 @@ def consolidate_experts(registry: Any, base_ref: str, expert_refs: Sequence[str]
     parents = [ParentRef(base_expert.id, base_expert.card.digest, "base")] + [
         ParentRef(e.id, e.card.digest, "expert") for e in experts]
     best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
-    return store_model(
-        target if target is not None else registry, base,
+    return target.save(
+        base,
         name=name or f"{base_expert.name}-bmc",
         tasks=[TaskSpec(i, tuple(c)) for i, c in sorted(tasks.items())],
         parents=parents, method="bmc-consolidation", hyperparameters={"recipe": recipe}, seed=seed,

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from registry import Registry, open_registry, write_expert
+from registry import Registry, open_registry
 from registry.card import ExpertCard, ParentRef, TaskSpec
 from registry.errors import ZooError
 
@@ -65,16 +64,6 @@ def _open_target_registry(recipe: Recipe, opts: RunOptions) -> Registry | None:
     if uri == "none":
         return None
     return open_registry(uri)
-
-
-def store_model(reg: Registry, model: torch.nn.Module, **fields: Any) -> ExpertCard:
-    """Write ``model`` into any registry: straight into a local one, via a temporary folder to the Hub."""
-    if hasattr(reg, "save"):
-        return reg.save(model, **fields)
-    with tempfile.TemporaryDirectory() as tmp:
-        expert = write_expert(Path(tmp) / "expert", model, **fields)
-        reg.add(expert)
-        return expert.card
 
 
 def _check_resume(out: Path, recipe_text: str, resume: bool) -> None:
@@ -224,7 +213,7 @@ def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, met
         if reg is None:
             return None
         hyper = {**method.hyperparameters(), "training": _plain(method_training(recipe, spec)), **(hyperparameters or {})}
-        return store_model(reg, model, name=f"{recipe.name}-{spec.key}-{suffix}",
+        return reg.save(model, name=f"{recipe.name}-{spec.key}-{suffix}",
                            tasks=[TaskSpec(i, tuple(c)) for i, c in tasks], parents=parents, method=spec.method,
                            hyperparameters=hyper, seed=recipe.seed, metrics=metrics,
                            labels=[stream.name, recipe.name], **extra)
