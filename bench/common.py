@@ -63,3 +63,13 @@ class Table:
         head = "| " + " | ".join(self.headers) + " |"
         sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.headers))) + "|"
         return "\n".join([head, sep, *("| " + " | ".join(r) + " |" for r in self.rows)])
+
+
+def print_markdown(machine: str, tables: Sequence[Table]) -> None:
+    """The tables as markdown for BENCHMARKS.md, after the machine line."""
+    print("\n--- markdown ---\n")
+    print(f"Machine: {machine}\n")
+    for t in tables:
+        print(f"**{t.title}**\n\n{t.markdown()}\n")
+        if t.note:
+            print(f"{t.note}\n")

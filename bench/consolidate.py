@@ -63,7 +63,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.common import Table, machine_summary, med  # noqa: E402
+from bench.common import Table, machine_summary, med, print_markdown  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -455,12 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             tables.append(t)
     print(f"total time {time.perf_counter() - started:.0f} s ({load_line()} at end)")
     if args.markdown:
-        print("\n--- markdown ---\n")
-        print(f"Machine: {machine}\n")
-        for t in tables:
-            print(f"**{t.title}**\n\n{t.markdown()}\n")
-            if t.note:
-                print(f"{t.note}\n")
+        print_markdown(machine, tables)
     return 0
 
 

@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.common import Table, machine_summary, med  # noqa: E402
+from bench.common import Table, machine_summary, med, print_markdown  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -461,10 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [3] took {time.perf_counter() - t0:.0f} s (clean-up included)\n", flush=True)
     print(f"total time {time.perf_counter() - started:.0f} s")
     if args.markdown:
-        print("\n--- markdown ---\n")
-        print(f"Machine: {machine}\n")
-        for t in tables:
-            print(f"**{t.title}**\n\n{t.markdown()}\n")
+        print_markdown(machine, tables)
     return 0
 
 

@@ -14,17 +14,22 @@ from .ensemble import ZooEnsemble
 from .metrics import evaluate_stage
 
 
-def evaluate_experts(experts: Sequence[Expert], recipe: Any, device: str | None = None) -> dict[str, Any]:
-    """Per-task class-IL and task-IL test accuracy of one expert or a zoo of them on ``recipe``'s stream.
-
-    Class-IL is scored over the classes of every task the experts know.
-    """
+def ensemble_on_stream(experts: Sequence[Expert], recipe: Any, device: str | None = None) -> tuple[Any, ZooEnsemble]:
+    """The recipe's task stream (on the device) and the experts as a zoo ensemble over its classes."""
     from .data import build_stream
     from .train import resolve_device
 
     dev = resolve_device(device or recipe.device)
     stream = build_stream(recipe.stream).to(dev)
-    ensemble = ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+    return stream, ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+
+
+def evaluate_experts(experts: Sequence[Expert], recipe: Any, device: str | None = None) -> dict[str, Any]:
+    """Per-task class-IL and task-IL test accuracy of one expert or a zoo of them on ``recipe``'s stream.
+
+    Class-IL is scored over the classes of every task the experts know.
+    """
+    stream, ensemble = ensemble_on_stream(experts, recipe, device)
     known = ensemble.task_ids()
     seen = sorted({c for task in stream.tasks if task.id in known for c in task.classes})
     if not seen:

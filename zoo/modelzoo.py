@@ -207,12 +207,9 @@ def plan_next_round(experts: list[Any], recipe: Any, cfg: BoostingConfig, n_grou
     follow; the next groups start from the first task no expert knows (continual mode), or are drawn from
     all tasks when every task is known (multi-task mode).
     """
-    from .data import build_stream
-    from .train import resolve_device
+    from .evaluate import ensemble_on_stream
 
-    dev = resolve_device(device or recipe.device)
-    stream = build_stream(recipe.stream).to(dev)
-    ensemble = ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+    stream, ensemble = ensemble_on_stream(experts, recipe, device)
     known = sorted(ensemble.task_ids() & {t.id for t in stream.tasks})
     scheduler = BoostingScheduler([t.id for t in stream.tasks], cfg, seed=seed,
                                   num_classes={t.id: len(t.classes) for t in stream.tasks})

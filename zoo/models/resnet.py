@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .factory import register_model
-from .nets import _Classifier
+from .nets import _Classifier, init_conv_weights
 
 #: Width of ResNet-32's features (channels of stage 3).
 RESNET32_FEATURES = 64
@@ -91,17 +91,6 @@ def _pool() -> nn.Sequential:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
-def _init(module: nn.Module) -> None:
-    # He (fan-out) init for convs and unit BN, the usual CIFAR-ResNet recipe; explicit so results do not
-    # depend on PyTorch's default init.
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
 def resnet32_parts(in_chans: int = 3) -> tuple[nn.Sequential, nn.Sequential]:
     """Fresh ``(generalized, specialized)`` halves of ResNet-32, as MEMO's expandable model needs them.
 
@@ -117,8 +106,8 @@ def resnet32_parts(in_chans: int = 3) -> tuple[nn.Sequential, nn.Sequential]:
     specialized = nn.Sequential(OrderedDict(
         stage3=_stage(32, RESNET32_FEATURES, 5, 2, "A"),
         pool=_pool()))
-    _init(generalized)
-    _init(specialized)
+    init_conv_weights(generalized)
+    init_conv_weights(specialized)
     return generalized, specialized
 
 
@@ -163,5 +152,5 @@ def reduced_resnet18(num_classes: int = 10, in_chans: int = 3, nf: int = 20) -> 
         stage3=_stage(2 * nf, 4 * nf, 2, 2, "B"),
         stage4=_stage(4 * nf, 8 * nf, 2, 2, "B"),
         pool=_pool()))
-    _init(body)
+    init_conv_weights(body)
     return _Classifier(body, 8 * nf, num_classes)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .factory import register_model
-from .nets import _Classifier
+from .nets import _Classifier, init_conv_weights
 
 
 class WideBlock(nn.Module):
@@ -55,12 +55,7 @@ def wide_resnet(depth: int, widen: int, num_classes: int = 10, in_chans: int = 3
     layers["pool"] = nn.AdaptiveAvgPool2d(1)
     layers["flatten"] = nn.Flatten()
     body = nn.Sequential(layers)
-    for m in body.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    init_conv_weights(body)
     return _Classifier(body, widths[3], num_classes)
 
 
