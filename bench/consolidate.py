@@ -325,7 +325,7 @@ def expert_jobs(n_jobs: int, n_train: int, epochs: int, memory: int,
         vx, vy = sample(classes, max(10, n_train // 10))
         jobs.append({
             "task": {"id": t, "classes": classes},
-            "data": tensors_to_bytes({"train_x": tx, "train_y": ty, "val_x": vx, "val_y": vy, "memory_x": memory_x}),
+            "data": tensors_to_bytes({"train_x": tx, "train_y": ty, "val_x": vx, "val_y": vy}),
             "model_config": base.zoo_config.to_dict(),
             "num_classes": num_classes,
             "training": training,
@@ -334,7 +334,7 @@ def expert_jobs(n_jobs: int, n_train: int, epochs: int, memory: int,
             "device": "cpu",
             "progress": False,
         })
-    return jobs, {"base": tensors_to_bytes(base.state_dict())}
+    return jobs, {"base": tensors_to_bytes(base.state_dict()), "memory": tensors_to_bytes({"x": memory_x})}
 
 
 def bench_executors(kinds: list[str], n_jobs: int, n_train: int, epochs: int, memory: int,

@@ -63,8 +63,9 @@ class BMCParams:
 def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str, Any]:
     """Train one BMC expert from the shared base checkpoint and build its buffer (runs in any worker).
 
-    ``job`` holds the task (id, classes), its data and the memory's inputs as safetensors bytes, the model
-    config, training settings, BMC parameters and seed; the result holds the expert's weights and its buffer
+    ``job`` holds the task (id, classes), its data as safetensors bytes, the model config, training settings,
+    BMC parameters and seed; ``shared`` (sent once for all K jobs) holds the base checkpoint and the memory's
+    inputs; the result holds the expert's weights and its buffer
     as safetensors bytes, plus training facts.
     """
     from .parallel import TransientError, bytes_to_tensors, tensors_to_bytes
@@ -81,7 +82,7 @@ def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str,
     task_train = train
     if "rehearse_x" in data:  # boosting: past tasks of the group, from the memory
         train = Split(torch.cat([train.x, data["rehearse_x"]]), torch.cat([train.y, data["rehearse_y"]]))
-    memory_x = data.get("memory_x")
+    memory_x = bytes_to_tensors(shared["memory"])["x"].to(device) if "memory" in shared else None
     params = job["params"]
     use_memory = params["stability_on"] == "memory" and memory_x is not None and len(memory_x) > 0
 
@@ -177,13 +178,10 @@ class BMC(Method):
         from .schema import to_data
 
         stream, ctx = self.ctx.stream, self.ctx
-        memory_x = torch.cat([b.x for b in self.memory_buffers]) if self.memory_buffers else None
         jobs = []
         for t in tasks:
             task = stream.tasks[t]
             data = {"train_x": task.train.x, "train_y": task.train.y, "val_x": task.val.x, "val_y": task.val.y}
-            if memory_x is not None:
-                data["memory_x"] = memory_x
             group = self._group(t)
             rehearse = [b for b in self.memory_buffers if b.task in group[1:]]
             if rehearse:
@@ -203,6 +201,8 @@ class BMC(Method):
                 "progress": ctx.progress and self.params.executor == "local",
             })
         shared = {"base": tensors_to_bytes(self.base.state_dict())}
+        if self.memory_buffers:  # the stability loss's memory samples: the same for every expert, sent once
+            shared["memory"] = tensors_to_bytes({"x": torch.cat([b.x for b in self.memory_buffers])})
         results = self.executor().map(train_expert_job, jobs, shared, desc=f"experts {tasks[0]}-{tasks[-1]}",
                                       progress=ctx.progress)
         experts, buffers = [], []
