@@ -23,7 +23,7 @@ Measured in one run, side by side:
    x)`` for ``x`` of shape (K, chunk, ...), interleaved repetitions, medians; plus the one-off cost of
    building the ``BatchedTeacher``. On CUDA the teacher is timed in float32 and, as consolidate() runs it,
    under bf16 autocast.
-3. **Executors**: 4 real BMC expert jobs (``zoo.bmc.train_expert_job``, jobs built as ``BMC._regularise``
+3. **Executors**: 4 real BMC expert jobs (``zoo.methods.bmc.train_expert_job``, jobs built as ``BMC._regularise``
    builds them: an MLP on 64-d inputs (digits' input size) trained on 8,000 samples of Gaussian class clusters
    for 12 epochs with the stability loss against the base on 500 memory samples, then its buffer; about 2 s
    per job on one thread) on the ``local``, ``process`` and ``ray`` executors, on the CPU. *Cold* is making
@@ -339,12 +339,12 @@ def expert_jobs(n_jobs: int, n_train: int, epochs: int, memory: int,
 
 def bench_executors(kinds: list[str], n_jobs: int, n_train: int, epochs: int, memory: int,
                     warm_maps: int) -> list[Table]:
-    from zoo.bmc import train_expert_job
+    from zoo.methods.bmc import train_expert_job
     from zoo.parallel import ExecutorOptions, make_executor
 
     jobs, shared = expert_jobs(n_jobs, n_train, epochs, memory)
     table = Table(
-        f"Executors: {n_jobs} real BMC expert jobs on the CPU (zoo.bmc.train_expert_job; mlp 64-256-256, "
+        f"Executors: {n_jobs} real BMC expert jobs on the CPU (zoo.methods.bmc.train_expert_job; mlp 64-256-256, "
         f"{n_train} train samples, {epochs} epochs, stability loss on {memory} memory samples), wall seconds",
         ["executor", "workers", "threads/job", "cold s (make + 1st map)", "startup s",
          f"warm s (median of {warm_maps} maps)", "warm speed-up vs local", "s per job (in driver)",

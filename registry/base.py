@@ -168,11 +168,26 @@ class Registry(ABC):
             into.push(experts, tags={r: tags[r] for r in refs if r in tags})
         return cards
 
+    def metric_keys(self) -> set[str]:
+        """Every metric name some expert's card records."""
+        return {k for c in self.find() for k in c.metrics}
+
+    def find_checked(self, query: Query | None = None) -> list[ExpertCard]:
+        """:meth:`find`, except that a metric filter on a name no expert records is an error that lists the
+        names recorded (a misspelt metric would otherwise quietly match nothing)."""
+        cards = self.find(query)
+        if not cards and query is not None and query.metric is not None:
+            keys = self.metric_keys()
+            if query.metric.key not in keys:
+                known = ", ".join(sorted(keys)) or "none"
+                raise ZooError(f"no expert in {self.uri} records metric {query.metric.key!r} (recorded: {known})")
+        return cards
+
     def select(self, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
         """Cards named by ``refs`` plus those matching ``query``; with neither, every expert. No duplicates."""
         refs = list(refs)
         chosen = [self.card(r) for r in refs]
         if query is not None or not refs:
-            chosen += self.find(query)
+            chosen += self.find_checked(query)
         seen: set[str] = set()
         return [c for c in chosen if not (c.id in seen or seen.add(c.id))]

@@ -363,6 +363,10 @@ class LocalRegistry(Registry):
         sql += " ORDER BY e.created_at, e.id"
         return [ExpertCard.from_json(row[0]) for row in self._db.execute(sql, args)]
 
+    def metric_keys(self) -> set[str]:
+        """Every metric name some expert records, from the index."""
+        return {row[0] for row in self._db.execute("SELECT DISTINCT key FROM metrics")}
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM experts").fetchone()[0]
 

@@ -81,3 +81,19 @@ def interrupt_and_resume(recipe: Any, method_cls: type, stage: int, tmp_path: Pa
     monkeypatch.setattr(method_cls, "train_stage", original)
     resumed["trained_on_resume"] = trained
     return straight, resumed
+
+
+def assert_metrics_recompute(result: dict) -> None:
+    """A method's results.json block: forgetting and BWT recomputed from its accuracy matrices and
+    ``learned_at`` with ALGORITHMS.md §0's definitions (written out here independently of zoo.metrics)."""
+    learned = result["learned_at"]
+    for protocol, m in result["accuracy_matrix"].items():
+        t = len(m)
+        tasks = [j for j in range(t) if learned[j] < t - 1]
+        if not tasks:
+            assert result["forgetting"][protocol] is None and result["bwt"][protocol] is None
+            continue
+        f = sum(max(m[l][j] for l in range(learned[j], t - 1)) - m[t - 1][j] for j in tasks) / len(tasks)
+        b = sum(m[t - 1][j] - m[learned[j]][j] for j in tasks) / len(tasks)
+        assert abs(result["forgetting"][protocol] - f) < 1e-12, (protocol, result["forgetting"][protocol], f)
+        assert abs(result["bwt"][protocol] - b) < 1e-12, (protocol, result["bwt"][protocol], b)

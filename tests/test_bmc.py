@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from zoo.buffer import Buffer, balanced_indices, build_buffer, equal_share, resize
-from zoo.consolidate import BatchedTeacher, ConsolidationConfig, augment, consolidate, looped_features
+from zoo.augment import augment
+from zoo.consolidate import BatchedTeacher, ConsolidationConfig, consolidate, looped_features
 from zoo.data import Split
 from zoo.models import create_model
 
@@ -182,7 +183,7 @@ def test_bmc_runs_on_parallel_executors(tmp_path, kind, request):
 
 def test_bmc_resumes(tmp_path, monkeypatch):
     from tests.helpers import interrupt_and_resume
-    from zoo import bmc
+    from zoo.methods import bmc
 
     recipe = load_recipe(RECIPE, {"training.epochs": 4})
     recipe.methods = [m for m in recipe.methods if m.method == "bmc"]

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -172,7 +174,7 @@ def test_zoo_eval_and_schedule_on_the_registry(zoo_run):
 
 def test_modelzoo_resumes(tmp_path, monkeypatch):
     from tests.helpers import interrupt_and_resume
-    from zoo import modelzoo
+    from zoo.methods import modelzoo
 
     recipe = load_recipe(ROOT / "recipes" / "modelzoo-digits.yaml", {"training.epochs": 3})
     recipe.methods = recipe.methods[:1]
@@ -187,7 +189,7 @@ def test_limited_replay_cuts_and_duplicates_past_tasks_and_weights_first_model()
     from types import SimpleNamespace
 
     from zoo.data import Split
-    from zoo.modelzoo import group_data
+    from zoo.methods.modelzoo import group_data
 
     def task(tid, classes, n):
         y = torch.tensor(classes).repeat(n)
@@ -195,12 +197,44 @@ def test_limited_replay_cuts_and_duplicates_past_tasks_and_weights_first_model()
                                val=Split(torch.randn(len(y), 3), y))
 
     stream = SimpleNamespace(tasks=[task(0, [0, 1], 50), task(1, [2, 3], 50), task(2, [4, 5], 40)], num_classes=6)
-    f, k = 0.1, 3
-    data, heads = group_data(stream, [2, 0, 1], "train", f, k, torch.Generator().manual_seed(0), new_task=2)
+    f = 0.1
+    data, heads = group_data(stream, [2, 0, 1], "train", f, 0, new_task=2)
     # the new task keeps all 80 samples; each past task keeps floor(0.1 * 50) = 5 per class, duplicated
-    # max(1, floor(1 / ((k - 1) * f))) = 5 times
+    # max(1, floor(1 / ((g - 1) * f))) = 5 times for the group of g = 3
     assert len(data) == 80 + 2 * (2 * 5 * 5)
     assert heads.tolist() == [0, 0, 1, 1, 2, 2]
     assert torch.bincount(data.y, minlength=6).tolist() == [40, 40, 25, 25, 25, 25]
     # targets are columns of the multi-head output: task 2's classes 4, 5 are columns 0, 1 (head 0)
     assert set(data.y[:80].tolist()) == {0, 1}
+
+
+def test_limited_replay_keeps_one_fixed_subset_per_old_task_across_rounds():
+    """ALGORITHMS.md §1: each old task keeps one seeded subset of floor(f*N) samples per class, the same in
+    every round; copies follow the group's size g, not k."""
+    from zoo.data import Split
+    from zoo.methods.modelzoo import group_data
+
+    torch.manual_seed(0)
+    n = 60  # per class
+    tasks = []
+    for tid in range(4):
+        y = torch.tensor([2 * tid, 2 * tid + 1]).repeat(n)
+        x = torch.arange(len(y), dtype=torch.float32)[:, None] + 1000 * tid  # each sample's identity
+        tasks.append(SimpleNamespace(id=tid, classes=[2 * tid, 2 * tid + 1], train=Split(x, y), val=Split(x, y)))
+    stream = SimpleNamespace(tasks=tasks, num_classes=8)
+    f = 0.1
+
+    def old_samples(group, new_task, seed=0):
+        data, _ = group_data(stream, group, "train", f, seed, new_task=new_task)
+        ids = data.x[:, 0]
+        return {tid: ids[(ids >= 1000 * tid) & (ids < 1000 * (tid + 1))] for tid in group if tid != new_task}
+
+    rounds = [old_samples([1, 0], 1), old_samples([2, 0, 1], 2), old_samples([3, 0], 3)]
+    distinct = [set(r[0].tolist()) for r in rounds]
+    assert all(len(d) == 2 * 6 for d in distinct)  # floor(0.1 * 60) = 6 per class, 2 classes
+    assert distinct[0] == distinct[1] == distinct[2]  # the same subset of task 0 every round
+    # copies: g = 2 -> floor(1 / (1 * 0.1)) = 10; g = 3 -> floor(1 / (2 * 0.1)) = 5
+    assert len(rounds[0][0]) == 12 * 10 and len(rounds[1][0]) == 12 * 5 and len(rounds[1][1]) == 12 * 5
+    assert len(rounds[2][0]) == 12 * 10
+    # another seed draws another subset
+    assert set(old_samples([1, 0], 1, seed=1)[0].tolist()) != distinct[0]

@@ -28,19 +28,45 @@ def exemplar_bytes(stream: Any) -> int:
     return size  # images and digits are stored as 8-bit values
 
 
-def memory_report(models: list[nn.Module], exemplars: int, stream: Any) -> dict[str, Any]:
-    """Bytes and exemplar equivalents of what a method keeps: its models plus its stored exemplars."""
+def head_parameter_count(model: nn.Module) -> int:
+    """Parameters of the classifier head(s): the final linear layer, or every task head of a multi-head model
+    (MEMO and PyCIL leave these out of a model's cost)."""
+    from .models import MultiHeadNet, classifier_head
+
+    if isinstance(model, MultiHeadNet):
+        return sum(p.numel() for p in model.heads.parameters())
+    try:
+        return sum(p.numel() for p in classifier_head(model).parameters())
+    except TypeError:  # no single head to tell apart: the whole model counts as backbone
+        return 0
+
+
+def memory_report(models: list[nn.Module], exemplars: int, stream: Any, stored_bytes: int = 0,
+                  all_data: bool = False) -> dict[str, Any]:
+    """What a method keeps, in two currencies.
+
+    ``stored`` is what the run actually held: float32 parameters and the exemplar tensors as kept in memory
+    (``stored_bytes``, e.g. float32 inputs plus BMC's features). ``memo`` is MEMO's convention: a parameter
+    costs 4 bytes, an exemplar its raw uint8 pixels (:func:`exemplar_bytes`), with the head counted
+    (``with_head``) and without it (``backbone``, as MEMO and PyCIL count); each total is also given in
+    exemplar equivalents. ``all_data`` marks a method that keeps every training sample (joint).
+    """
     per = exemplar_bytes(stream)
-    model_bytes = sum(parameter_count(m) * 4 for m in models)
+    params = sum(parameter_count(m) for m in models)
+    backbone = params - sum(head_parameter_count(m) for m in models)
     buffer_bytes = exemplars * per
-    total = model_bytes + buffer_bytes
+
+    def convention(n_params: int) -> dict[str, Any]:
+        total = n_params * 4 + buffer_bytes
+        return {"model_bytes": n_params * 4, "total_bytes": total, "exemplar_equivalents": total / per}
+
     return {
         "models": len(models),
-        "model_parameters": sum(parameter_count(m) for m in models),
-        "model_bytes": model_bytes,
+        "model_parameters": params,
+        "backbone_parameters": backbone,
         "exemplars": exemplars,
-        "exemplar_bytes": per,
-        "buffer_bytes": buffer_bytes,
-        "total_bytes": total,
-        "exemplar_equivalents": total / per,
+        "all_data": all_data,
+        "stored": {"model_bytes": params * 4, "exemplar_bytes": stored_bytes, "total_bytes": params * 4 + stored_bytes},
+        "memo": {"bytes_per_exemplar": per, "exemplar_bytes": buffer_bytes,
+                 "with_head": convention(params), "backbone": convention(backbone)},
     }

@@ -83,7 +83,8 @@ def filter_options(fn: Callable) -> Callable:
         click.option("--name", help="Experts with this name."),
         click.option("--method", help="Experts trained with this method."),
         click.option("--label", help="Experts carrying this card label."),
-        click.option("--metric", help="A metric condition such as 'accuracy>=0.9'."),
+        click.option("--metric", help="A metric condition on a card's metric, named for its split, such as "
+                                       "'test_class_il_accuracy>=0.9' or 'val_accuracy>0.8'."),
     ]):
         fn = opt(fn)
     return fn
@@ -163,7 +164,7 @@ def _summary(card: ExpertCard, tags: dict[str, str]) -> dict[str, Any]:
 def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
     """List the experts in a registry, optionally filtered."""
     reg = _open(registry_uri)
-    cards = reg.find(_query(**filters))
+    cards = reg.find_checked(_query(**filters))
     tags = reg.tags()
     rows = [_summary(c, tags) for c in cards]
     if as_json:
@@ -447,12 +448,16 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 @click.option("--lambda-d", type=float, default=1.0, show_default=True, help="Weight of the feature distillation.")
 @click.option("--teacher", type=click.Choice(["stored", "live"]), default="stored", show_default=True)
 @click.option("--memory-size", type=int, default=10000, show_default=True)
-@click.option("--patience", type=int, default=10, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True, help="AdamW weight decay.")
+@click.option("--patience", type=int, default=None,
+              help="Stop after this many epochs without a better validation loss (default: run every epoch).")
+@click.option("--restore-best", is_flag=True, help="Keep the best validation epoch's weights, not the last.")
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
 @click.option("--seed", type=int, default=0, show_default=True)
 def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[str, ...], registry_uri: str | None,
                 dest: str | None, new_name: str | None, new_tag: str | None, epochs: int, batch_size: int, lr: float,
-                lambda_d: float, teacher: str, memory_size: int, patience: int, device: str | None, seed: int,
+                lambda_d: float, teacher: str, memory_size: int, weight_decay: float, patience: int | None,
+                restore_best: bool, device: str | None, seed: int,
                 **filters: Any) -> None:
     """BMC consolidation: distil a batch of experts (with their buffers) into a new base model.
 
@@ -468,7 +473,7 @@ def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[
     base_id = reg.card(base_ref).id
     experts = [c.id for c in reg.select(expert_refs, query) if c.id != base_id]
     cfg = ConsolidationConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_d=lambda_d, teacher=teacher,
-                              patience=patience)
+                              weight_decay=weight_decay, patience=patience, restore_best=restore_best)
     target = _open(dest, create=True) if dest else None
     card = consolidate_experts(reg, base_id, experts, cfg, memory_refs=memory_refs, memory_size=memory_size,
                                name=new_name, target=target, device=device, seed=seed, progress=not _quiet())
@@ -498,7 +503,7 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     The zoo is the experts named by REFS and/or filters (all experts by default); its per-task loss on the
     recipe's stream gives the weights.
     """
-    from zoo.modelzoo import plan_next_round
+    from zoo.schedule import plan_next_round
     from zoo.recipe import load_recipe
     from zoo.schedule import BoostingConfig
 

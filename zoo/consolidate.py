@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .augment import Augmentation, augment
 from .buffer import Buffer, balanced_indices
 from .models import features, features_and_logits
 from .train import EarlyStopping, autocast, class_mask, masked_logits, progress_bar
@@ -28,19 +29,23 @@ from .train import EarlyStopping, autocast, class_mask, masked_logits, progress_
 
 @dataclass
 class ConsolidationConfig:
-    """Settings of the consolidation phase (the reference defaults: AdamW lr 0.01, 100 epochs, batch 64)."""
+    """Settings of the consolidation phase. Defaults are the reference's: AdamW (lr 0.01, weight decay 0.01),
+    100 epochs, batch 64, ReduceLROnPlateau (patience 10) on the validation loss of held-out buffer samples.
+    As in the reference, the configured epochs run and the last weights are kept; ``patience`` turns on early
+    stopping and ``restore_best`` keeps the best validation epoch (ties go to the later one)."""
 
     epochs: int = 100
     batch_size: int = 64
     lr: float = 0.01
-    weight_decay: float = 0.0
+    weight_decay: float = 0.01
     lambda_d: float = 1.0
     teacher: Literal["stored", "live"] = "stored"
     teacher_batching: Literal["auto", "batched", "looped"] = "auto"
-    augment: Literal["auto", "none", "crop_flip", "noise"] = "auto"
+    augment: Augmentation = "auto"
     val_fraction: float = 0.1
-    patience: int | None = 10
-    plateau_patience: int = 3
+    patience: int | None = None
+    restore_best: bool = False
+    plateau_patience: int = 10
     plateau_factor: float = 0.1
     steps_per_epoch: int | None = None
     amp: bool = True
@@ -48,12 +53,19 @@ class ConsolidationConfig:
 
 @dataclass
 class ConsolidationResult:
-    """Best validation loss, the epoch it was reached, epochs run and the per-epoch history."""
+    """Best validation loss, the epoch it was reached, epochs run, the per-epoch history and the epoch whose
+    weights were kept (the last one unless ``restore_best``)."""
 
     best_val_loss: float
     best_epoch: int
     epochs_run: int
     history: list[dict[str, float]]
+    kept_epoch: int = -1
+
+    @property
+    def kept(self) -> dict[str, float]:
+        """The history entry of the kept weights (empty when no epoch ran)."""
+        return self.history[self.kept_epoch] if self.history and self.kept_epoch >= 0 else {}
 
 
 # --- the batched teacher ---------------------------------------------------------------------------------------
@@ -125,29 +137,6 @@ def make_teacher(experts: Sequence[nn.Module], mode: str, device: torch.device) 
     return BatchedTeacher(experts) if mode == "batched" else LoopedTeacher(experts)
 
 
-# --- augmentation ----------------------------------------------------------------------------------------------
-
-def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
-    """Differentiable-free batch augmentation: random crop (pad 4) + horizontal flip for images, small
-    Gaussian noise for vectors; ``auto`` picks by input rank."""
-    if kind == "auto":
-        kind = "crop_flip" if x.dim() == 4 else "noise"
-    if kind == "none":
-        return x
-    if kind == "noise":
-        return x + 0.05 * torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
-    n, _, h, w = x.shape
-    pad = 4
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]
-    out = padded[torch.arange(n, device=x.device)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
-
-
 # --- consolidation ---------------------------------------------------------------------------------------------
 
 def _split_validation(buffers: list[Buffer], fraction: float, generator: torch.Generator) -> tuple[list[Buffer], list[Buffer]]:
@@ -196,7 +185,8 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
     """Train ``base`` in place on the new buffers and the memory with BMC's consolidation loss.
 
     ``experts`` (same order as ``new_buffers``) are required for ``teacher: live``; they are stacked into one
-    batched forward. Returns the validation history; the best epoch's weights are restored.
+    batched forward. Returns the validation history; with ``restore_best`` the best epoch's weights are
+    restored, otherwise the last epoch's are kept.
     """
     if cfg.teacher == "live" and (experts is None or len(experts) != len(new_buffers)):
         raise ValueError("teacher: live needs one expert per new buffer")
@@ -212,7 +202,7 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
     opt = torch.optim.AdamW(base.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
-    stopper = EarlyStopping("min", cfg.patience)
+    stopper = EarlyStopping("min", cfg.patience, cfg.restore_best)
     history: list[dict[str, float]] = []
     epoch = -1
     bar = progress_bar(cfg.epochs, "consolidate", progress)
@@ -254,7 +244,8 @@ def consolidate(base: nn.Module, new_buffers: list[Buffer], memory: list[Buffer]
         bar.close()
     stopper.restore(base)
     base.eval()
-    return ConsolidationResult(stopper.best, stopper.best_epoch, epoch + 1, history)
+    kept = stopper.best_epoch if cfg.restore_best else epoch
+    return ConsolidationResult(stopper.best, stopper.best_epoch, epoch + 1, history, kept)
 
 
 # --- consolidating experts straight from a registry ------------------------------------------------------------
@@ -320,11 +311,11 @@ def _consolidate_fetched(base_expert: Any, experts: Sequence[Any], memory_expert
               "consolidation": asdict(cfg)}
     parents = [ParentRef(base_expert.id, base_expert.card.digest, "base")] + [
         ParentRef(e.id, e.card.digest, "expert") for e in experts]
-    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}
+    kept = result.kept
     return target.save(
         base,
         name=name or f"{base_expert.name}-bmc",
         tasks=[TaskSpec(i, tuple(c)) for i, c in sorted(tasks.items())],
         parents=parents, method="bmc-consolidation", hyperparameters={"recipe": recipe}, seed=seed,
-        metrics={"val_loss": result.best_val_loss, "val_accuracy": best.get("val_accuracy", float("nan"))},
+        metrics={"val_loss": kept.get("val_loss", float("nan")), "val_accuracy": kept.get("val_accuracy", float("nan"))},
         labels=list(base_expert.card.labels))

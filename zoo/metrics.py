@@ -1,13 +1,20 @@
 """Continual-learning evaluation: accuracy matrices, their summary metrics, results.json and the heatmap.
 
-Definitions follow ALGORITHMS.md §0, with R[i][j] the test accuracy on task j after training stage i
-(0-based here; the formulas below are the 1-based ones of the spec, translated):
+Definitions follow ALGORITHMS.md §0 with 0-based stages and tasks: R[i][j] is the test accuracy on task j after
+training stage i, T the number of stages, and ``learned_at[j]`` the stage at which task j was learnt (j for
+most methods; for BMC with K > 1 the stage where j's batch ended).
 
-- final average accuracy  A_T = mean_{j<=T} R[T][j]
+- final average accuracy  A = mean_j R[T-1][j]; its test-sample-weighted form (Avalanche's and PyCIL's
+  convention) weighs task j by its number of test samples
 - average incremental accuracy = mean_i A_i, with A_i = mean_{j<=i} R[i][j]
-- forgetting = mean_{j<T} max_{i<T} (R[i][j] - R[T][j])
-- BWT = mean_{j<T} (R[T][j] - R[j][j])
-- FWT = mean_{j>=2} (R[j-1][j] - b_j), b_j the accuracy of a freshly initialised model on task j
+- forgetting (Chaudhry et al. 2018) = mean over tasks j with learned_at[j] < T-1 of
+  max_{learned_at[j] <= l <= T-2} R[l][j] - R[T-1][j]; stages before a task was learnt never count
+- BWT = mean over the same tasks of R[T-1][j] - R[learned_at[j]][j]
+- FWT = mean_{j>=1} (R[j-1][j] - b_j), b_j the accuracy of a freshly initialised model on task j. Under
+  class-IL with unseen classes masked, R[j-1][j] of a task that brings new classes is 0 by construction, so
+  class-IL FWT is undefined there and reported as None (null in results.json)
+
+Forgetting and BWT are None when no task was learnt before the last stage (a single stage, or one BMC batch).
 
 Two protocols are always reported: class-IL (argmax over the classes seen so far, the logits of unseen
 classes masked out) and task-IL (argmax over the task's own classes, the task id given).
@@ -21,64 +28,94 @@ from typing import Any, Callable, Sequence
 import torch
 
 PROTOCOLS = ("class_il", "task_il")
+Matrix = Sequence[Sequence[float]]
 
 
 # --- summary metrics of a (T x T) accuracy matrix -----------------------------------------------------------
 
-def _check(matrix: Sequence[Sequence[float]]) -> int:
+def _check(matrix: Matrix) -> int:
     t = len(matrix)
     if t == 0 or any(len(row) != t for row in matrix):
         raise ValueError("accuracy matrix must be square and non-empty")
     return t
 
 
-def final_average_accuracy(matrix: Sequence[Sequence[float]]) -> float:
+def _learned(learned_at: Sequence[int] | None, t: int) -> list[int]:
+    """``learned_at`` checked against a T-stage matrix (default: task j learnt at stage j)."""
+    if learned_at is None:
+        return list(range(t))
+    out = [int(s) for s in learned_at]
+    if len(out) != t:
+        raise ValueError(f"learned_at has {len(out)} entries for {t} tasks")
+    for j, s in enumerate(out):
+        if not 0 <= s < t:
+            raise ValueError(f"learned_at[{j}] = {s} is not a stage of a {t}-stage matrix")
+    return out
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def final_average_accuracy(matrix: Matrix) -> float:
     """A_T: mean accuracy over all tasks after the last stage."""
     t = _check(matrix)
     return sum(matrix[t - 1]) / t
 
 
-def average_incremental_accuracy(matrix: Sequence[Sequence[float]]) -> float:
+def final_weighted_accuracy(matrix: Matrix, test_sizes: Sequence[int]) -> float:
+    """Accuracy over the pooled test samples of every task after the last stage (each task weighs by its
+    number of test samples), as Avalanche's stream accuracy and PyCIL report it."""
+    t = _check(matrix)
+    if len(test_sizes) != t or sum(test_sizes) <= 0:
+        raise ValueError(f"test_sizes must give {t} sample counts with a positive total")
+    return sum(matrix[t - 1][j] * test_sizes[j] for j in range(t)) / sum(test_sizes)
+
+
+def average_incremental_accuracy(matrix: Matrix) -> float:
     """Mean over stages i of A_i, the mean accuracy on tasks 0..i after stage i."""
     t = _check(matrix)
     return sum(sum(matrix[i][: i + 1]) / (i + 1) for i in range(t)) / t
 
 
-def forgetting(matrix: Sequence[Sequence[float]]) -> float:
-    """mean_{j<T} max_{i<T} (R[i][j] - R[T][j]); 0 for a single task."""
+def forgetting(matrix: Matrix, learned_at: Sequence[int] | None = None) -> float | None:
+    """Chaudhry et al.'s forgetting: for each task learnt before the last stage, its best accuracy from the
+    stage it was learnt up to the second-to-last stage, minus its final accuracy; the mean over those tasks
+    (None when there is none)."""
     t = _check(matrix)
-    if t == 1:
-        return 0.0
+    la = _learned(learned_at, t)
     last = matrix[t - 1]
-    return sum(max(matrix[i][j] for i in range(t - 1)) - last[j] for j in range(t - 1)) / (t - 1)
+    return _mean([max(matrix[l][j] for l in range(la[j], t - 1)) - last[j] for j in range(t) if la[j] < t - 1])
 
 
-def backward_transfer(matrix: Sequence[Sequence[float]]) -> float:
-    """BWT = mean_{j<T} (R[T][j] - R[j][j]); negative when old tasks are forgotten."""
+def backward_transfer(matrix: Matrix, learned_at: Sequence[int] | None = None) -> float | None:
+    """BWT = mean over tasks learnt before the last stage of R[T-1][j] - R[learned_at[j]][j]; negative when
+    old tasks are forgotten (None when no task was learnt before the last stage)."""
     t = _check(matrix)
-    if t == 1:
-        return 0.0
-    return sum(matrix[t - 1][j] - matrix[j][j] for j in range(t - 1)) / (t - 1)
+    la = _learned(learned_at, t)
+    return _mean([matrix[t - 1][j] - matrix[la[j]][j] for j in range(t) if la[j] < t - 1])
 
 
-def forward_transfer(matrix: Sequence[Sequence[float]], baseline: Sequence[float]) -> float:
-    """FWT = mean_{j>=1} (R[j-1][j] - b_j) (0-based j), with b_j a fresh model's accuracy on task j."""
+def forward_transfer(matrix: Matrix, baseline: Sequence[float]) -> float | None:
+    """FWT = mean_{j>=1} (R[j-1][j] - b_j) (0-based j), with b_j a fresh model's accuracy on task j (None for
+    a single task)."""
     t = _check(matrix)
     if len(baseline) != t:
         raise ValueError(f"baseline has {len(baseline)} entries for {t} tasks")
-    if t == 1:
-        return 0.0
-    return sum(matrix[j - 1][j] - baseline[j] for j in range(1, t)) / (t - 1)
+    return _mean([matrix[j - 1][j] - baseline[j] for j in range(1, t)])
 
 
-def summarize(matrix: Sequence[Sequence[float]], baseline: Sequence[float]) -> dict[str, float]:
-    """All summary metrics of one protocol's matrix."""
+def summarize(matrix: Matrix, baseline: Sequence[float] | None, learned_at: Sequence[int] | None = None,
+              test_sizes: Sequence[int] | None = None) -> dict[str, float | None]:
+    """All summary metrics of one protocol's matrix; FWT is None without a ``baseline`` (undefined), the
+    weighted accuracy None without ``test_sizes``."""
     return {
         "final_average_accuracy": final_average_accuracy(matrix),
+        "final_weighted_accuracy": final_weighted_accuracy(matrix, test_sizes) if test_sizes else None,
         "average_incremental_accuracy": average_incremental_accuracy(matrix),
-        "forgetting": forgetting(matrix),
-        "bwt": backward_transfer(matrix),
-        "fwt": forward_transfer(matrix, baseline),
+        "forgetting": forgetting(matrix, learned_at),
+        "bwt": backward_transfer(matrix, learned_at),
+        "fwt": forward_transfer(matrix, baseline) if baseline is not None else None,
     }
 
 
@@ -121,14 +158,27 @@ def evaluate_stage(predict: Predictor, stream: Any, seen_classes: Sequence[int])
     return rows
 
 
-def results_from_rows(rows: dict[str, list[list[float]]], baseline: dict[str, list[float]]) -> dict[str, Any]:
-    """results.json's metric block from the stage rows of each protocol and the fresh-model baseline."""
-    out: dict[str, Any] = {"accuracy_matrix": {p: rows[p] for p in PROTOCOLS}, "baseline_accuracy": baseline}
-    for name in ("final_average_accuracy", "average_incremental_accuracy", "forgetting", "bwt", "fwt"):
-        out[name] = {}
+def class_il_fwt_defined(stream: Any) -> bool:
+    """Whether class-IL FWT means anything on ``stream``: only when no task after the first brings classes
+    unseen before it (domain-incremental streams); otherwise masking makes R[j-1][j] = 0 by construction."""
+    return all(set(stream.tasks[j].classes) <= set(stream.seen_classes(j - 1)) for j in range(1, len(stream.tasks)))
+
+
+def results_from_rows(rows: dict[str, list[list[float]]], baseline: dict[str, list[float]],
+                      learned_at: Sequence[int] | None = None, test_sizes: Sequence[int] | None = None,
+                      fwt_protocols: Sequence[str] = PROTOCOLS) -> dict[str, Any]:
+    """results.json's metric block from the stage rows of each protocol, the fresh-model baseline, the stage
+    each task was learnt at and the tasks' test sizes. FWT is null for protocols not in ``fwt_protocols``."""
+    t = len(rows[PROTOCOLS[0]])
+    la = _learned(learned_at, t)
+    out: dict[str, Any] = {"accuracy_matrix": {p: rows[p] for p in PROTOCOLS}, "learned_at": la,
+                           "baseline_accuracy": baseline}
+    if test_sizes is not None:
+        out["test_sizes"] = list(test_sizes)
     for p in PROTOCOLS:
-        for name, value in summarize(rows[p], baseline[p]).items():
-            out[name][p] = value
+        metrics = summarize(rows[p], baseline[p] if p in fwt_protocols else None, la, test_sizes)
+        for name, value in metrics.items():
+            out.setdefault(name, {})[p] = value
     return out
 
 

@@ -33,7 +33,8 @@ from registry.errors import ZooError
 from .budget import memory_report
 from .data import build_stream
 from .methods import RunContext, get_method
-from .metrics import evaluate_stage, plot_accuracy_matrix, results_from_rows, task_accuracies
+from .metrics import (PROTOCOLS, class_il_fwt_defined, evaluate_stage, plot_accuracy_matrix, results_from_rows,
+                      task_accuracies)
 from .recipe import Recipe, dump_recipe, method_training
 from .train import prepare_model, resolve_device, seed_everything
 
@@ -189,13 +190,15 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
         stages.append(stage)
         for p in rows:
             rows[p].append(stage[p])
-    result = results_from_rows(rows, baseline)
+    fwt = PROTOCOLS if class_il_fwt_defined(stream) else ("task_il",)
+    result = results_from_rows(rows, baseline, [method.learned_at(t) for t in range(len(stream.tasks))],
+                               [len(task.test) for task in stream.tasks], fwt)
     mem = method.memory()
     result.update({
         "method": spec.method,
         "label": key,
         "params": method.hyperparameters(),
-        "memory": {**memory_report(method.models(), mem["exemplars"], stream), "stored_bytes": mem["bytes"]},
+        "memory": memory_report(method.models(), mem["exemplars"], stream, mem["bytes"], mem.get("all_data", False)),
         "timings": {"train_s": sum(s["train_s"] for s in stages), "eval_s": sum(s["eval_s"] for s in stages),
                     "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
         "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],
@@ -240,14 +243,20 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def results_table(results: dict[str, Any]) -> str:
     """A plain-text table of every method's final average accuracy, forgetting and time, per protocol."""
-    header = ["method", "class-IL acc", "class-IL forget", "task-IL acc", "task-IL forget", "memory (ex.)", "train s"]
+    header = ["method", "class-IL acc", "class-IL forget", "class-IL BWT", "task-IL acc", "task-IL forget",
+              "memory (ex.)", "train s"]
     rows = [header]
+    cells = [("final_average_accuracy", "class_il"), ("forgetting", "class_il"), ("bwt", "class_il"),
+             ("final_average_accuracy", "task_il"), ("forgetting", "task_il")]
     for key, r in results["methods"].items():
-        rows.append([key, f"{r['final_average_accuracy']['class_il']:.4f}", f"{r['forgetting']['class_il']:.4f}",
-                     f"{r['final_average_accuracy']['task_il']:.4f}", f"{r['forgetting']['task_il']:.4f}",
-                     f"{r['memory']['exemplars']}", f"{r['timings']['train_s']:.1f}"])
+        rows.append([key, *(_cell(r[name][p]) for name, p in cells), f"{r['memory']['exemplars']}",
+                     f"{r['timings']['train_s']:.1f}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -139,3 +139,28 @@ class BoostingScheduler:
         self.seen = [int(t) for t in state["seen"]]
         self.rounds = int(state["rounds"])
         self.rng.bit_generator.state = state["rng"]
+
+
+def plan_next_round(experts: list[Any], recipe: Any, cfg: BoostingConfig, n_groups: int = 1, seed: int = 0,
+                    device: str | None = None) -> dict[str, Any]:
+    """What the boosting scheduler would train next for a zoo of registry experts on a recipe's stream.
+
+    The experts' ensemble is scored (NLL) on each task it knows (``cfg.loss_source`` split); the weights
+    follow; the next groups start from the first task no expert knows (continual mode), or are drawn from
+    all tasks when every task is known (multi-task mode).
+    """
+    from .ensemble import nll_per_task
+    from .evaluate import ensemble_on_stream
+
+    stream, ensemble = ensemble_on_stream(experts, recipe, device)
+    known = sorted(ensemble.task_ids() & {t.id for t in stream.tasks})
+    scheduler = BoostingScheduler([t.id for t in stream.tasks], cfg, seed=seed,
+                                  num_classes={t.id: len(t.classes) for t in stream.tasks})
+    losses = nll_per_task(ensemble, {t: getattr(stream.tasks[t], cfg.loss_source) for t in known})
+    scheduler.seen = list(known)
+    scheduler.rounds = len(known)
+    weights = scheduler.update(losses)
+    new = next((t.id for t in stream.tasks if t.id not in known), None)
+    groups = scheduler.next_round(new_task=new, n_groups=n_groups)
+    return {"experts": [e.id for e in experts], "known_tasks": known, "new_task": new, "groups": groups,
+            "losses": {str(t): losses[t] for t in known}, "weights": {str(t): weights[t] for t in known}}

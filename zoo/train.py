@@ -1,4 +1,10 @@
-"""One training loop for every method: optimiser and schedule from the recipe, early stopping on validation.
+"""One training loop for every method: optimiser, schedule and augmentation from the recipe.
+
+By default the loop trains the configured epochs and keeps the last weights, as every reference
+implementation does. Early stopping (``patience``), ``restore_best`` and the plateau schedule look at the
+validation split the *method* passes in, which must hold every class the method may legitimately use at that
+stage (the current task's validation split plus a held-out part of its memory): validating on the current
+task alone rewards the epoch most eager to predict the new classes. Ties go to the later epoch.
 
 Data stays as tensors on the training device (no DataLoader workers: on a GPU that is the fast path, on a CPU
 it costs nothing). On CUDA the loop uses bf16 autocast and channels_last for convnets. Methods customise it
@@ -20,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .augment import Augmentation, augment
 from .data import Split
 
 
@@ -38,17 +45,27 @@ class TrainConfig:
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
     label_smoothing: float = 0.0
+    augment: Augmentation = "none"
     patience: int | None = None
-    restore_best: bool = True
+    restore_best: bool = False
     eval_batch_size: int = 2048
     amp: bool = True
     channels_last: bool = True
 
+    @property
+    def validates(self) -> bool:
+        """Whether validation steers training (early stopping, weight selection or the plateau schedule);
+        otherwise it is only measured once, after the last epoch."""
+        return self.patience is not None or self.restore_best or self.schedule == "plateau"
+
 
 @dataclass
 class FitResult:
-    """What a training run reports: best validation accuracy, the epoch it was reached, epochs run, history."""
+    """What a training run reports: the validation accuracy of the weights kept, the epoch they come from,
+    the best validation accuracy and its epoch, epochs run, and the per-epoch history."""
 
+    val_accuracy: float
+    kept_epoch: int
     best_val_accuracy: float
     best_epoch: int
     epochs_run: int
@@ -158,8 +175,9 @@ def class_mask(classes: Sequence[int] | None, num_classes: int, device: torch.de
 class EarlyStopping:
     """Keeps the best weights seen on validation and says when ``patience`` epochs brought no improvement.
 
-    ``mode`` is ``max`` for accuracies and ``min`` for losses; a NaN score (no validation data) always counts
-    as the latest best, so training without validation keeps its last weights.
+    ``mode`` is ``max`` for accuracies and ``min`` for losses. A tie goes to the later epoch, and a NaN score
+    (no validation data) always counts as the latest best, so training without validation keeps its last
+    weights.
     """
 
     def __init__(self, mode: str = "max", patience: int | None = None, keep_best: bool = True):
@@ -174,7 +192,7 @@ class EarlyStopping:
 
     def step(self, score: float, epoch: int, model: nn.Module) -> bool:
         """Record an epoch's score; return True when training should stop."""
-        if math.isnan(score) or self.sign * score > self.best_score:
+        if math.isnan(score) or self.sign * score >= self.best_score:
             self.best_score = -math.inf if math.isnan(score) else self.sign * score
             self.best = score
             self.best_epoch = epoch
@@ -211,9 +229,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
 
     Cross-entropy is taken over ``classes`` (logits of other classes masked out; all classes when None), or,
     for a multi-head model, over each sample's own head (``heads``: the head id of every output column, with
-    targets given as output columns).
-    After every epoch the validation accuracy (same mask) drives the plateau schedule and early stopping;
-    with ``restore_best`` the best epoch's weights are restored at the end. Test data is never looked at.
+    targets given as output columns). Each minibatch passes through ``batch_hook`` (replay mixes in memory),
+    then ``cfg.augment``. The configured epochs run and the last weights are kept, unless ``cfg.patience``
+    stops early or ``cfg.restore_best`` restores the best validation epoch; validation accuracy (same mask)
+    is measured on ``val`` after every epoch when it steers training, else once at the end. Test data is
+    never looked at.
     """
     device = train.x.device
     mask = class_mask(classes, num_classes, device)
@@ -223,17 +243,21 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     generator = generator or torch.Generator().manual_seed(0)
     stopper = EarlyStopping("max", cfg.patience, cfg.restore_best)
+    has_val = val is not None and len(val) > 0
     history: list[dict[str, float]] = []
     bar = progress_bar(cfg.epochs, desc, progress)
     epoch = -1
     for epoch in range(cfg.epochs):
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
-        total, seen = 0.0, 0
+        total = torch.zeros((), device=device)  # summed on the device: no host sync per step
+        seen = 0
         for idx in order.split(cfg.batch_size):
             xb, yb = train.x[idx], train.y[idx]
             if batch_hook is not None:
                 xb, yb = batch_hook(xb, yb)
+            if cfg.augment != "none":
+                xb = augment(xb, cfg.augment, generator)
             with autocast(device, cfg.amp):
                 logits = model(xb)
                 loss = criterion(masked_logits(logits.float(), mask, yb, heads), yb)
@@ -244,11 +268,12 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
             opt.step()
             if cfg.schedule == "cosine":
                 sched.step()
-            total += float(loss.detach()) * len(yb)
+            total += loss.detach().float() * len(yb)
             seen += len(yb)
+        last = epoch == cfg.epochs - 1
         val_acc = (accuracy(model, val, mask, cfg.eval_batch_size, cfg.amp, heads)
-                   if val is not None and len(val) else float("nan"))
-        history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_accuracy": val_acc,
+                   if has_val and (cfg.validates or last) else float("nan"))
+        history.append({"epoch": epoch, "loss": float(total) / max(seen, 1), "val_accuracy": val_acc,
                         "lr": opt.param_groups[0]["lr"]})
         if cfg.schedule == "step":
             sched.step()
@@ -261,7 +286,11 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
             break
     if bar is not None:
         bar.close()
-    stopper.restore(model)
+    kept = epoch
+    if cfg.restore_best:
+        stopper.restore(model)
+        kept = stopper.best_epoch
     model.eval()
-    return FitResult(best_val_accuracy=stopper.best, best_epoch=stopper.best_epoch, epochs_run=epoch + 1,
-                     history=history)
+    val_kept = history[kept]["val_accuracy"] if kept >= 0 else float("nan")
+    return FitResult(val_accuracy=val_kept, kept_epoch=kept, best_val_accuracy=stopper.best,
+                     best_epoch=stopper.best_epoch, epochs_run=epoch + 1, history=history)

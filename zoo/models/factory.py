@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from registry.errors import UnknownArchitectureError
+
+from .heads import MultiHeadNet
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -107,8 +108,6 @@ def create_model(architecture: str, num_classes: int, heads: list[int] | None = 
     With ``heads``, the result is a :class:`~zoo.models.heads.MultiHeadNet`: the backbone's features feed one
     linear head per task, and ``num_classes`` must equal ``sum(heads)``.
     """
-    from .heads import MultiHeadNet
-
     config = ModelConfig(architecture, num_classes, dict(model_args), list(heads) if heads is not None else None)
     if heads is not None:
         if sum(heads) != num_classes:
@@ -134,25 +133,3 @@ def _build(architecture: str, num_classes: int, model_args: dict[str, Any]) -> n
         raise UnknownArchitectureError(
             f"unknown architecture {architecture!r}: not a zoo model ({', '.join(list_models())}) nor a timm model")
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, **model_args)
-
-
-def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Penultimate features φ(x) of any model built by :func:`create_model` (zoo net, timm net or multi-head)."""
-    if hasattr(model, "forward_features") and hasattr(model, "forward_head"):  # timm's interface
-        return model.forward_head(model.forward_features(x), pre_logits=True)
-    return model.features(x)
-
-
-def classifier_head(model: nn.Module) -> nn.Module:
-    """The final linear layer of a single-head model (zoo's ``head`` or timm's ``get_classifier()``)."""
-    if hasattr(model, "get_classifier"):
-        return model.get_classifier()
-    if hasattr(model, "head") and isinstance(model.head, nn.Module):
-        return model.head
-    raise TypeError(f"{type(model).__name__} has no single classifier head")
-
-
-def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """φ(x) and the logits W φ(x) from one backbone pass (distillation needs both)."""
-    f = features(model, x)
-    return f, classifier_head(model)(f)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .interface import features
+
 
 class MultiHeadNet(nn.Module):
     """A backbone (built with ``num_classes=0``, so it outputs features) and one linear head per task.
@@ -22,8 +24,6 @@ class MultiHeadNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Shared backbone features."""
-        from .factory import features
-
         return features(self.backbone, x)
 
     def forward(self, x: torch.Tensor, head: int | None = None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The method registry and the interface every continual-learning method implements.
+"""The method interface every continual-learning method implements, and the registry of method names.
 
 A method is run stage by stage by :func:`zoo.runner.run_recipe`: ``train_stage(t)`` learns task ``t``,
 ``predictor()`` answers for evaluation, ``state()`` / ``load_state()`` checkpoint it between stages (so an
@@ -15,9 +15,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .data import TaskStream
-from .metrics import Predictor
-from .train import TrainConfig
+from ..data import TaskStream
+from ..metrics import Predictor
+from ..train import TrainConfig
 
 _METHODS: dict[str, type["Method"]] = {}
 
@@ -33,8 +33,7 @@ def register_method(name: str) -> Callable[[type["Method"]], type["Method"]]:
 
 def get_method(name: str) -> type["Method"]:
     """The method class registered under ``name``; a clear error otherwise."""
-    from . import baselines, bmc, modelzoo  # noqa: F401  (registers the built-in methods)
-    from .schema import RecipeError
+    from ..schema import RecipeError
 
     if name not in _METHODS:
         raise RecipeError(f"recipe: unknown method {name!r} (choose from {', '.join(sorted(_METHODS))})")
@@ -44,6 +43,12 @@ def get_method(name: str) -> type["Method"]:
 def list_methods() -> list[str]:
     """Names of the registered methods."""
     return sorted(_METHODS)
+
+
+def test_metrics(stage: dict[str, Any], t: int) -> dict[str, float]:
+    """A stage's card metrics, named for their split: mean test accuracy over the tasks seen up to ``t``
+    under each protocol (``test_class_il_accuracy``, ``test_task_il_accuracy``)."""
+    return {f"test_{p}_accuracy": sum(stage[p][: t + 1]) / (t + 1) for p in ("class_il", "task_il")}
 
 
 @dataclass
@@ -95,8 +100,14 @@ class Method(ABC):
     def expert(self) -> nn.Module:
         """The model that represents the method after the current stage (pushed to the registry)."""
 
-    def memory(self) -> dict[str, int]:
-        """What the method keeps besides its model: ``exemplars`` (count) and their ``bytes``."""
+    def learned_at(self, t: int) -> int:
+        """The stage at which task ``t`` is learnt (forgetting and BWT count from there): its own stage,
+        unless the method defers learning (BMC learns a batch of tasks when the batch ends)."""
+        return t
+
+    def memory(self) -> dict[str, Any]:
+        """What the method keeps besides its models: ``exemplars`` (count), the ``bytes`` they take as held,
+        and ``all_data: True`` for a method that keeps every training sample."""
         return {"exemplars": 0, "bytes": 0}
 
     def models(self) -> list[nn.Module]:
@@ -115,10 +126,8 @@ class Method(ABC):
         and return the card of the model that stands for the method now (None when nothing was pushed).
         By default: the stage's model, with the previous stage's model as parent."""
         seen = self.ctx.stream.tasks[: t + 1]
-        avg = {p: sum(stage[p][: t + 1]) / (t + 1) for p in ("class_il", "task_il")}
         return publish(self.expert(), suffix=f"s{t}", tasks=[(k.id, k.classes) for k in seen],
-                       parents=[parent] if parent else [],
-                       metrics={"class_il_accuracy": avg["class_il"], "task_il_accuracy": avg["task_il"]})
+                       parents=[parent] if parent else [], metrics=test_metrics(stage, t))
 
     def close(self) -> None:
         """Release what the method holds beyond the run (worker pools, clusters)."""

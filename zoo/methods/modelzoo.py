@@ -4,8 +4,9 @@ Each round (one per new task) the boosting scheduler (:mod:`zoo.schedule`) picks
 up to k−1 past tasks by weight. A **fresh** multi-head model (shared backbone, one linear head per task of
 the group) is trained on the union of the group's data and joins the zoo. The zoo predicts task t by
 averaging the softmax probabilities of every member with a head for t (:mod:`zoo.ensemble`); its NLL per
-seen task reweights the scheduler. With ``replay_frac`` f, past tasks keep only ⌊f·N⌋ samples per class,
-duplicated max(1, ⌊1/((k−1)f)⌋) times, and the first model that saw a task weighs 1/f in the ensemble.
+seen task reweights the scheduler. With ``replay_frac`` f, each past task keeps one fixed, seeded subset of
+⌊f·N⌋ samples per class (the same every round), repeated max(1, ⌊1/((g−1)f)⌋) times in a group of g tasks,
+and the first model that saw a task weighs 1/f in the ensemble.
 
 ``isolated`` is the zoo with k = 1 (one model per task, same budget per model); ``multihead`` trains one
 multi-head model on all tasks seen so far (a fresh one per stage).
@@ -13,19 +14,20 @@ multi-head model on all tasks seen so far (a fresh one per stage).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .data import Split
-from .ensemble import Member, ZooEnsemble, nll_per_task
-from .methods import Method, NoParams, register_method
-from .metrics import Predictor
-from .models import create_model
-from .schedule import BoostingConfig, BoostingScheduler
-from .train import fit, prepare_model
+from ..data import Split
+from ..ensemble import Member, ZooEnsemble, nll_per_task
+from .base import Method, NoParams, register_method
+from ..metrics import Predictor
+from ..models import create_model
+from ..schedule import BoostingConfig, BoostingScheduler
+from ..train import fit, prepare_model
 
 
 @dataclass
@@ -39,10 +41,29 @@ class ModelZooParams:
     replay_frac: float | None = None
 
 
-def group_data(stream: Any, group: list[int], split: str, replay_frac: float | None, k: int,
-               generator: torch.Generator, new_task: int | None) -> tuple[Split, torch.Tensor]:
+def replay_subset(split: Split, classes: list[int], replay_frac: float, seed: int, task_id: int) -> torch.Tensor:
+    """The indices an old task keeps under limited replay: ⌊f·N_c⌋ samples of each class c, drawn once from a
+    generator seeded by (seed, task) so that every round reuses the same subset (ALGORITHMS.md §1)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + task_id)
+    keep = []
+    for c in classes:
+        idx = torch.nonzero(split.y == c).flatten()
+        n = math.floor(replay_frac * len(idx) + 1e-9)
+        keep.append(idx[torch.randperm(len(idx), generator=gen)[:n].to(idx.device)])
+    return torch.cat(keep)
+
+
+def replay_copies(group_size: int, replay_frac: float) -> int:
+    """How often a kept old sample is repeated: max(1, ⌊1/((g−1)·f)⌋) for a group of g tasks, so the old
+    tasks together weigh about as much as the new one."""
+    return max(1, math.floor(1 / (max(group_size - 1, 1) * replay_frac) + 1e-9))
+
+
+def group_data(stream: Any, group: list[int], split: str, replay_frac: float | None, seed: int,
+               new_task: int | None) -> tuple[Split, torch.Tensor]:
     """The union of a group's data with targets as output columns of a multi-head model (head g after head
-    g-1), and the head id of every column. Past tasks are cut and duplicated under limited replay."""
+    g-1), and the head id of every column. Under limited replay the past tasks' training data is cut to
+    their fixed subsets (:func:`replay_subset`) and repeated :func:`replay_copies` times."""
     xs, ys, heads = [], [], []
     offset = 0
     for g, task_id in enumerate(group):
@@ -52,13 +73,8 @@ def group_data(stream: Any, group: list[int], split: str, replay_frac: float | N
         local[torch.as_tensor(task.classes, device=s.y.device)] = torch.arange(len(task.classes), device=s.y.device)
         x, y = s.x, local[s.y] + offset
         if replay_frac is not None and task_id != new_task and split == "train":
-            keep = []
-            for c in task.classes:
-                idx = torch.nonzero(s.y == c).flatten()
-                n = int(replay_frac * len(idx))
-                keep.append(idx[torch.randperm(len(idx), generator=generator)[:n].to(idx.device)])
-            idx = torch.cat(keep)
-            copies = max(1, int(1 / (max(k - 1, 1) * replay_frac)))
+            idx = replay_subset(s, task.classes, replay_frac, seed, task_id)
+            copies = replay_copies(len(group), replay_frac)
             x, y = x[idx].repeat(copies, *([1] * (x.dim() - 1))), y[idx].repeat(copies)
         xs.append(x)
         ys.append(y)
@@ -80,16 +96,16 @@ class _ZooBase(Method):
         model = create_model(self.ctx.architecture, sum(heads), heads=heads, **self.ctx.model_args)
         return prepare_model(model, self.ctx.device)
 
-    def _train_member(self, group: list[int], new_task: int | None, t: int, replay_frac: float | None,
-                      k: int) -> tuple[nn.Module, dict[str, Any]]:
+    def _train_member(self, group: list[int], new_task: int | None, t: int,
+                      replay_frac: float | None) -> tuple[nn.Module, dict[str, Any]]:
         gen = torch.Generator().manual_seed(self.ctx.seed * 1000 + t)
         torch.manual_seed(self.ctx.seed * 1000 + t)
         model = self._new_member(group)
-        train, heads = group_data(self.ctx.stream, group, "train", replay_frac, k, gen, new_task)
-        val, _ = group_data(self.ctx.stream, group, "val", None, k, gen, new_task)
+        train, heads = group_data(self.ctx.stream, group, "train", replay_frac, self.ctx.seed, new_task)
+        val, _ = group_data(self.ctx.stream, group, "val", None, self.ctx.seed, new_task)
         r = fit(model, train, val, self.ctx.training, num_classes=len(heads), heads=heads, generator=gen,
                 desc=f"{self.name} round {t} tasks {group}", progress=self.ctx.progress)
-        return model, {"group": group, "epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy,
+        return model, {"group": group, "epochs": r.epochs_run, "val_accuracy": r.val_accuracy,
                        "samples": len(train)}
 
     def ensemble(self) -> ZooEnsemble:
@@ -156,7 +172,7 @@ class ModelZoo(_ZooBase):
 
     def train_stage(self, t: int) -> dict[str, Any]:
         group = self.scheduler.next_round(new_task=t)[0]
-        model, info = self._train_member(group, t, t, self.params.replay_frac, self.params.k)
+        model, info = self._train_member(group, t, t, self.params.replay_frac)
         self.members.append((model, group))
         split = self.params.loss_source
         losses = nll_per_task(self.ensemble(), {s: getattr(self.ctx.stream.tasks[s], split)
@@ -181,7 +197,7 @@ class Isolated(_ZooBase):
     Params = NoParams
 
     def train_stage(self, t: int) -> dict[str, Any]:
-        model, info = self._train_member([t], t, t, None, 1)
+        model, info = self._train_member([t], t, t, None)
         self.members.append((model, [t]))
         return info
 
@@ -194,30 +210,6 @@ class MultiHead(_ZooBase):
 
     def train_stage(self, t: int) -> dict[str, Any]:
         group = list(range(t + 1))
-        model, info = self._train_member(group, None, t, None, len(group))
+        model, info = self._train_member(group, None, t, None)
         self.members = [(model, group)]
         return info
-
-
-def plan_next_round(experts: list[Any], recipe: Any, cfg: BoostingConfig, n_groups: int = 1, seed: int = 0,
-                    device: str | None = None) -> dict[str, Any]:
-    """What the boosting scheduler would train next for a zoo of registry experts on a recipe's stream.
-
-    The experts' ensemble is scored (NLL) on each task it knows (``cfg.loss_source`` split); the weights
-    follow; the next groups start from the first task no expert knows (continual mode), or are drawn from
-    all tasks when every task is known (multi-task mode).
-    """
-    from .evaluate import ensemble_on_stream
-
-    stream, ensemble = ensemble_on_stream(experts, recipe, device)
-    known = sorted(ensemble.task_ids() & {t.id for t in stream.tasks})
-    scheduler = BoostingScheduler([t.id for t in stream.tasks], cfg, seed=seed,
-                                  num_classes={t.id: len(t.classes) for t in stream.tasks})
-    losses = nll_per_task(ensemble, {t: getattr(stream.tasks[t], cfg.loss_source) for t in known})
-    scheduler.seen = list(known)
-    scheduler.rounds = len(known)
-    weights = scheduler.update(losses)
-    new = next((t.id for t in stream.tasks if t.id not in known), None)
-    groups = scheduler.next_round(new_task=new, n_groups=n_groups)
-    return {"experts": [e.id for e in experts], "known_tasks": known, "new_task": new, "groups": groups,
-            "losses": {str(t): losses[t] for t in known}, "weights": {str(t): weights[t] for t in known}}

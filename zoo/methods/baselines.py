@@ -9,10 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Split
-from .methods import Method, NoParams, register_method
-from .metrics import Predictor
-from .train import fit
+from ..buffer import balanced_indices
+from ..data import Split
+from ..metrics import Predictor
+from ..train import fit
+from .base import Method, NoParams, register_method
 
 
 def _model_predictor(model: nn.Module) -> Predictor:
@@ -67,7 +68,7 @@ class Finetune(_SingleModel):
         r = fit(self.model, task.train, task.val, self.ctx.training, num_classes=self.ctx.stream.num_classes,
                 classes=self._loss_classes(t, self.params.loss_classes), generator=self._gen(t),
                 desc=f"finetune task {t}", progress=self.ctx.progress)
-        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy}
+        return {"epochs": r.epochs_run, "val_accuracy": r.val_accuracy}
 
     def _gen(self, t: int) -> torch.Generator:
         return torch.Generator().manual_seed(self.ctx.seed * 1000 + t)
@@ -79,6 +80,10 @@ class Joint(_SingleModel):
 
     Params = NoParams
 
+    def __init__(self, params: Any, ctx: Any):
+        super().__init__(params, ctx)
+        self.kept: tuple[int, int] = (0, 0)  # samples and bytes of the data joint training keeps
+
     def train_stage(self, t: int) -> dict[str, Any]:
         joint = self.ctx.stream.joint(t)
         torch.manual_seed(self.ctx.seed)
@@ -87,17 +92,30 @@ class Joint(_SingleModel):
                 num_classes=self.ctx.stream.num_classes, classes=joint.classes,
                 generator=torch.Generator().manual_seed(self.ctx.seed * 1000 + t),
                 desc=f"joint tasks 0-{t}", progress=self.ctx.progress)
-        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy}
+        self.kept = (len(joint.train), joint.train.x.element_size() * joint.train.x.numel())
+        return {"epochs": r.epochs_run, "val_accuracy": r.val_accuracy}
+
+    def memory(self) -> dict[str, Any]:
+        """Joint training keeps every training sample of the tasks seen so far."""
+        return {"exemplars": self.kept[0], "bytes": self.kept[1], "all_data": True}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
+        super().load_state(tensors, t)
+        train = self.ctx.stream.joint(t).train
+        self.kept = (len(train), train.x.element_size() * train.x.numel())
 
 
 @dataclass
 class ReplayParams:
     """Experience replay: a reservoir memory of ``memory_size`` samples; each minibatch is joined by
-    ``replay_batch_size`` memory samples (default: the training batch size)."""
+    ``replay_batch_size`` memory samples (default: the training batch size). When validation steers
+    training (early stopping, ``restore_best``, plateau), a class-balanced ``val_fraction`` of the memory is
+    held out of replay and validates beside the task's own validation split."""
 
     memory_size: int = 200
     replay_batch_size: int | None = None
     loss_classes: Literal["seen", "task", "all"] = "seen"
+    val_fraction: float = 0.1
 
 
 class Reservoir:
@@ -140,10 +158,23 @@ class Reservoir:
         self.y[idx] = y_new
         self.seen += n
 
-    def sample(self, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``k`` memory samples drawn uniformly with replacement."""
-        idx = torch.randint(0, len(self), (k,), generator=generator).to(self.x.device)
+    def sample(self, k: int, generator: torch.Generator,
+               pool: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` memory samples drawn uniformly with replacement (from the indices ``pool`` when given)."""
+        n = len(self) if pool is None else len(pool)
+        idx = torch.randint(0, n, (k,), generator=generator).to(self.x.device)
+        if pool is not None:
+            idx = pool[idx]
         return self.x[idx], self.y[idx]
+
+    def hold_out(self, fraction: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Split the memory's indices into (replayed, held out for validation): a class-balanced
+        ``fraction`` is held out, at least one sample stays replayed."""
+        n = len(self)
+        held = balanced_indices(self.y, min(int(round(fraction * n)), n - 1), generator) if n else self.y.new_empty(0)
+        keep = torch.ones(n, dtype=torch.bool, device=self.y.device)
+        keep[held] = False
+        return torch.nonzero(keep).flatten(), held
 
 
 @register_method("replay")
@@ -161,20 +192,25 @@ class Replay(_SingleModel):
         gen = torch.Generator().manual_seed(self.ctx.seed * 1000 + t)
         k = self.params.replay_batch_size or self.ctx.training.batch_size
         mem = self.memory_buffer
+        pool, val = None, task.val
+        if self.ctx.training.validates and len(mem) > 1:
+            # Validation must cover every class replay may use, not only the new task's (ALGORITHMS.md §0).
+            pool, held = mem.hold_out(self.params.val_fraction, torch.Generator().manual_seed(self.ctx.seed * 1000 + t))
+            val = Split.concat([task.val, Split(mem.x[held], mem.y[held])])
 
         def mix(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if len(mem) == 0:
                 return xb, yb
-            mx, my = mem.sample(k, gen)
+            mx, my = mem.sample(k, gen, pool)
             return torch.cat([xb, mx]), torch.cat([yb, my])
 
-        r = fit(self.model, task.train, task.val, self.ctx.training, num_classes=self.ctx.stream.num_classes,
+        r = fit(self.model, task.train, val, self.ctx.training, num_classes=self.ctx.stream.num_classes,
                 classes=self._loss_classes(t, self.params.loss_classes), batch_hook=mix, generator=gen,
                 desc=f"replay task {t}", progress=self.ctx.progress)
         # Seeded per stage, so a run resumed from a checkpoint samples exactly what an uninterrupted one does.
         mem.rng = np.random.default_rng([self.ctx.seed, t])
         mem.update(task.train)
-        return {"epochs": r.epochs_run, "val_accuracy": r.best_val_accuracy, "memory": len(mem)}
+        return {"epochs": r.epochs_run, "val_accuracy": r.val_accuracy, "memory": len(mem)}
 
     def memory(self) -> dict[str, int]:
         mem = self.memory_buffer

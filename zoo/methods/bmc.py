@@ -25,13 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .buffer import Buffer, build_buffer, equal_share
-from .consolidate import ConsolidationConfig, consolidate
-from .data import Split
-from .methods import Method, register_method
-from .metrics import Predictor
-from .models import ModelConfig, build_from_config, features
-from .train import TrainConfig, fit, prepare_model, resolve_device
+from ..buffer import Buffer, build_buffer, equal_share
+from ..consolidate import ConsolidationConfig, consolidate
+from ..data import Split
+from .base import Method, register_method, test_metrics
+from ..metrics import Predictor
+from ..models import ModelConfig, build_from_config, features
+from ..train import TrainConfig, fit, prepare_model, resolve_device
 
 
 @dataclass
@@ -68,7 +68,7 @@ def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str,
     inputs; the result holds the expert's weights and its buffer
     as safetensors bytes, plus training facts.
     """
-    from .parallel import TransientError, bytes_to_tensors, tensors_to_bytes
+    from ..parallel import TransientError, bytes_to_tensors, tensors_to_bytes
 
     device = resolve_device(job.get("device"))
     torch.manual_seed(job["seed"])
@@ -109,7 +109,7 @@ def train_expert_job(job: dict[str, Any], shared: dict[str, bytes]) -> dict[str,
         "state": tensors_to_bytes(expert.state_dict()),
         "buffer": tensors_to_bytes(buffer.tensors()),
         "info": {"task": job["task"]["id"], "group": job["task"].get("group", [job["task"]["id"]]),
-                 "epochs": result.epochs_run, "val_accuracy": result.best_val_accuracy, "buffer": len(buffer)},
+                 "epochs": result.epochs_run, "val_accuracy": result.val_accuracy, "buffer": len(buffer)},
     }
 
 
@@ -129,7 +129,7 @@ class BMC(Method):
         self._executor = None
         self.scheduler = None
         if params.schedule == "boosting":
-            from .schedule import BoostingConfig, BoostingScheduler
+            from ..schedule import BoostingConfig, BoostingScheduler
 
             stream = ctx.stream
             self.scheduler = BoostingScheduler([t.id for t in stream.tasks], BoostingConfig(k=params.k), seed=ctx.seed,
@@ -142,10 +142,13 @@ class BMC(Method):
         k = self.params.batch_tasks
         return min((t // k + 1) * k, len(self.ctx.stream.tasks)) - 1
 
+    def learned_at(self, t: int) -> int:
+        return self.batch_end(t)
+
     def executor(self) -> Any:
         """The executor experts train on (made on first use, reused across batches)."""
         if self._executor is None:
-            from .parallel import ExecutorOptions, make_executor
+            from ..parallel import ExecutorOptions, make_executor
 
             self._executor = make_executor(self.params.executor, ExecutorOptions(
                 max_retries=self.params.max_retries, num_gpus=self.params.num_gpus,
@@ -168,14 +171,13 @@ class BMC(Method):
                                           torch.Generator().manual_seed(self.ctx.seed * 7919 + t))
         weights = self._reweight(tasks) if self.scheduler is not None else None
         return {"batch": tasks, "experts": infos, **({"weights": weights} if weights else {}),
-                "consolidation": {"epochs": result.epochs_run, "best_epoch": result.best_epoch,
-                                  "val_loss": result.best_val_loss,
-                                  "val_accuracy": result.history[result.best_epoch]["val_accuracy"]
-                                  if result.best_epoch >= 0 else None}}
+                "consolidation": {"epochs": result.epochs_run, "kept_epoch": result.kept_epoch,
+                                  "val_loss": result.kept.get("val_loss"),
+                                  "val_accuracy": result.kept.get("val_accuracy")}}
 
     def _regularise(self, tasks: list[int]) -> tuple[list[nn.Module], list[Buffer], list[dict[str, Any]]]:
-        from .parallel import bytes_to_tensors, tensors_to_bytes
-        from .schema import to_data
+        from ..parallel import bytes_to_tensors, tensors_to_bytes
+        from ..schema import to_data
 
         stream, ctx = self.ctx.stream, self.ctx
         jobs = []
@@ -228,7 +230,7 @@ class BMC(Method):
     def _reweight(self, tasks: list[int]) -> dict[str, float]:
         """Boosting weights from the new base's NLL per seen task: memory buffers for past tasks, the
         validation split for the batch's new tasks (never test data)."""
-        from .ensemble import Member, ZooEnsemble, nll_per_task
+        from ..ensemble import Member, ZooEnsemble, nll_per_task
 
         stream = self.ctx.stream
         seen = self.scheduler.seen
@@ -294,8 +296,7 @@ class BMC(Method):
             if card is not None:
                 refs.append(ParentRef(card.id, card.digest, "expert"))
         seen = self.ctx.stream.tasks[: t + 1]
-        avg = sum(stage["class_il"][: t + 1]) / (t + 1)
         hyper = {"consolidation": asdict(self.params.consolidation)}
         return publish(self.base, suffix=f"base-s{t}", tasks=[(k.id, k.classes) for k in seen],
-                       parents=([parent] if parent else []) + refs, metrics={"class_il_accuracy": avg},
+                       parents=([parent] if parent else []) + refs, metrics=test_metrics(stage, t),
                        hyperparameters=hyper)
