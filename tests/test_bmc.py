@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -138,6 +140,11 @@ def test_bmc_beats_finetune_twice_and_matches_replay(bmc_run):
     bmc, replay, finetune = (m[k]["final_average_accuracy"]["class_il"] for k in ("bmc", "replay", "finetune"))
     assert bmc >= 2 * finetune
     assert bmc >= replay
+    from tests.helpers import assert_metrics_recompute
+
+    for key in ("bmc", "replay", "finetune"):
+        assert_metrics_recompute(m[key])
+    assert m["bmc"]["learned_at"] == [1, 1, 3, 3, 4]
     assert m["bmc"]["memory"]["exemplars"] == m["replay"]["memory"]["exemplars"] == 200  # equal memory
 
 
@@ -206,3 +213,21 @@ def test_bmc_boosting_schedule_gives_experts_groups(tmp_path):
     assert all(len(g) == min(3, t + 1) and len(set(g)) == len(g) for t, g in enumerate(groups))
     assert set(stages[-1]["info"]["weights"]) == {"0", "1", "2", "3", "4"}
     assert results["methods"]["bmc"]["final_average_accuracy"]["class_il"] > 0.8
+
+
+def test_bmc_batches_of_four_record_learned_at_and_a_possible_bwt(tmp_path):
+    """K = 4 over 5 tasks: tasks 0-3 are learnt at stage 3, task 4 at stage 4. BWT counts from there, so it
+    cannot exceed the forgetting (the old diagonal definition gave +0.41 with forgetting about 0)."""
+    from tests.helpers import assert_metrics_recompute
+
+    recipe = load_recipe(RECIPE, {"training.epochs": 10})
+    recipe.methods = [m for m in recipe.methods if m.method == "bmc"]
+    recipe.methods[0].params.batch_tasks = 4
+    recipe.methods[0].params.consolidation.epochs = 30
+    results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry="none", progress=False))
+    bmc = results["methods"]["bmc"]
+    assert bmc["learned_at"] == [3, 3, 3, 3, 4]
+    assert_metrics_recompute(bmc)
+    assert abs(bmc["bwt"]["class_il"]) <= 0.1 and -bmc["bwt"]["class_il"] <= bmc["forgetting"]["class_il"] + 1e-12
+    saved = json.loads((tmp_path / "run" / "bmc" / "results.json").read_text())
+    assert saved["learned_at"] == [3, 3, 3, 3, 4] and saved["bwt"] == bmc["bwt"]

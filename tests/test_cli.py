@@ -50,6 +50,19 @@ def test_list_table_and_json(populated):
     assert [r["id"] for r in json.loads(out)] == [b.id]
 
 
+def test_unknown_metric_name_is_an_error_listing_the_recorded_ones(populated):
+    root, a, b = populated
+    before = snapshot(root)
+    for args in (("list",), ("push", "--to", str(root.parent / "other"))):
+        code, out, err = zoo(*args, "--registry", str(root), "--metric", "acuracy>=0.5")
+        assert code != 0 and err.count("\n") == 1, err
+        assert "records metric 'acuracy'" in err and "accuracy" in err.split("recorded:")[1]
+    # a known metric that nothing satisfies is an empty answer, not an error
+    code, out, _ = zoo("list", "--registry", str(root), "--json", "--metric", "accuracy>5")
+    assert code == 0 and json.loads(out) == []
+    assert snapshot(root) == before and not (root.parent / "other").exists()
+
+
 def test_registry_from_environment(populated):
     root, a, _ = populated
     code, out, _ = zoo("list", "--json", env={"ZOO_REGISTRY": str(root)})

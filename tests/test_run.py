@@ -236,3 +236,49 @@ def test_baselines_match_an_independent_plain_pytorch_run(demo_run):
         plain = _plain_pytorch_final_class_il(stream, method, seed=0)
         ours = results["methods"][method]["final_average_accuracy"]["class_il"]
         assert abs(ours - plain) <= 0.02, (method, ours, plain)
+
+
+def test_set_addresses_list_items_by_index_and_by_label(tmp_path):
+    code, out, err = zoo("run", str(DEMO), "--dry-run", "--set", "methods.1.memory_size=50",
+                         "--set", "methods.finetune.loss_classes=task")
+    assert code == 0, err
+    import yaml
+
+    methods = yaml.safe_load(out)["methods"]
+    assert methods[1]["memory_size"] == 50 and methods[0]["loss_classes"] == "task"
+    for bad, message in (("methods.7.memory_size=1", "index 7 is out of range"),
+                         ("methods.nope.memory_size=1", "no item 'nope'"),
+                         ("seed.x=1", "the parent of 'x' is not a mapping"), ("seed.x.y=1", "neither a mapping nor a list")):
+        code, _, err = zoo("run", str(DEMO), "--dry-run", "--set", bad)
+        assert code != 0 and message in err and err.count("\n") == 1, err
+
+
+def test_early_stopping_validates_on_memory_too_and_ties_go_to_the_later_epoch(tmp_path, monkeypatch):
+    """With patience on, replay's validation split holds the task's validation data *and* a held-out part
+    of its memory (every class it may use), and that part is never replayed."""
+    import torch
+
+    from zoo.methods import baselines
+    from zoo.train import EarlyStopping
+
+    seen_val: list = []
+    real_fit = baselines.fit
+
+    def spy(model, train, val, cfg, **kw):
+        seen_val.append(sorted(set(val.y.tolist())))
+        return real_fit(model, train, val, cfg, **kw)
+
+    monkeypatch.setattr(baselines, "fit", spy)
+    recipe = load_recipe(DEMO, {"training.epochs": 3, "training.patience": 1, "training.restore_best": True})
+    recipe.methods = [m for m in recipe.methods if m.method == "replay"]
+    results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry="none", progress=False))
+    stream_classes = [t["classes"] for t in results["stream"]["tasks"]]
+    for t, classes in enumerate(seen_val):
+        assert classes == sorted(c for k in stream_classes[: t + 1] for c in k), (t, classes)
+    assert results["methods"]["replay"]["params"]["val_fraction"] == 0.1
+
+    stop = EarlyStopping("max", patience=None)
+    model = torch.nn.Linear(1, 1)
+    for epoch, score in enumerate([0.5, 0.7, 0.7, 0.6]):
+        stop.step(score, epoch, model)
+    assert stop.best_epoch == 2  # the tie at 0.7 goes to the later epoch

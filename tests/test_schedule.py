@@ -140,6 +140,14 @@ def test_modelzoo_beats_isolated_in_task_il(zoo_run):
     assert m["multihead"]["memory"]["models"] == 1
     weights = m["modelzoo"]["stages"][-1]["info"]["weights"]
     assert set(weights) == {"0", "1", "2", "3", "4"}
+    from tests.helpers import assert_metrics_recompute
+
+    for key in ("modelzoo", "isolated", "multihead"):
+        assert_metrics_recompute(m[key])
+    # the heads are counted once with and once without: MEMO's convention leaves them out
+    mem = m["modelzoo"]["memory"]
+    assert mem["backbone_parameters"] < mem["model_parameters"]
+    assert mem["memo"]["backbone"]["model_bytes"] == 4 * mem["backbone_parameters"]
 
 
 def test_zoo_experts_are_multi_head_with_global_task_ids(zoo_run):

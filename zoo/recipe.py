@@ -142,13 +142,49 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise RecipeError(f"recipe: {path.name} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe: {path.name} must be a mapping at the top level")
     for key, value in (overrides or {}).items():
-        node = data
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+        apply_override(data, key, value)
     return parse_recipe(data, path.name)
+
+
+def _child(node: Any, part: str, key: str, create: bool) -> Any:
+    """One step of a dotted key: a mapping key, or a list item by index or by its label / method name."""
+    if isinstance(node, dict):
+        if part not in node or node[part] is None:
+            if not create:
+                raise RecipeError(f"recipe: --set {key}: no key {part!r}")
+            node[part] = {}
+        return part
+    if isinstance(node, list):
+        if part.lstrip("-").isdigit():
+            i = int(part)
+            if not -len(node) <= i < len(node):
+                raise RecipeError(f"recipe: --set {key}: index {i} is out of range (the list has {len(node)} items)")
+            return i % len(node)
+        names = [(m.get("label") or m.get("method")) if isinstance(m, dict) else m for m in node]
+        if part in names:
+            return names.index(part)
+        raise RecipeError(f"recipe: --set {key}: no item {part!r} (items: {', '.join(map(str, names))})")
+    raise RecipeError(f"recipe: --set {key}: {part!r} is inside a value that is neither a mapping nor a list")
+
+
+def apply_override(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set a dotted ``key`` in parsed recipe data: ``training.epochs``, ``methods.1.memory_size`` (an index)
+    or ``methods.replay.memory_size`` (a method's label or name). A method given by name alone becomes a
+    mapping so that it can take parameters."""
+    *parents, last = key.split(".")
+    node: Any = data
+    for part in parents:
+        step = _child(node, part, key, create=True)
+        if isinstance(node, list) and isinstance(node[step], str):
+            node[step] = {"method": node[step]}
+        node = node[step]
+    step = _child(node, last, key, create=True) if isinstance(node, list) else last
+    if not isinstance(node, (dict, list)):
+        raise RecipeError(f"recipe: --set {key}: the parent of {last!r} is not a mapping")
+    node[step] = value
 
 
 def dump_recipe(recipe: Recipe) -> str:
