@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from .card import ExpertCard
 from .errors import AmbiguousReferenceError, ExpertNotFoundError, ZooError
 from .expert import Expert, write_expert
+from .names import validate_tag
 
 _METRIC = re.compile(r"\s*([A-Za-z0-9_.:/-]+)\s*(>=|<=|>|<|==)\s*([-+0-9.eE]+)\s*")
 
@@ -151,6 +152,15 @@ class Registry(ABC):
         (A Hub registry does it in one commit, with ``message`` and an optional ``git_tag``.)"""
         if message or git_tag:
             raise ZooError(f"a commit message and a git tag apply to Hub registries, not {self.uri}")
+        # Validate everything before the first write: a bad expert or tag name stores nothing.
+        for tag in tags or {}:
+            validate_tag(tag)
+        for expert in experts:
+            expert.verify(deep=True)
+        known = {e.id for e in experts} | {c.id for c in self.find()}
+        for tag, expert_id in (tags or {}).items():
+            if expert_id not in known:
+                raise ZooError(f"cannot tag {tag!r}: expert {expert_id} is neither pushed nor in {self.uri}")
         have = {c.id for c in self.find()}
         added = [self.add(e) for e in experts if e.id not in have]
         for tag, expert_id in (tags or {}).items():

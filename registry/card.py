@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -22,6 +23,12 @@ from .names import validate_expert_id, validate_name
 FORMAT_VERSION = 1
 CARD_FILE = "zoo.json"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+#: Integers the index (SQLite INTEGER) can hold; every integer in a card must fit.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: How deeply hyperparameters and other free-form values may nest.
+MAX_DEPTH = 32
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -67,7 +74,7 @@ class ExpertCard:
     method: str = "unknown"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
     buffer: dict[str, Any] | None = None
     labels: list[str] = field(default_factory=list)
     files: dict[str, FileRecord] = field(default_factory=dict)
@@ -102,12 +109,90 @@ class ExpertCard:
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = CARD_FILE) -> "ExpertCard":
-        """Parse ``zoo.json`` text; raise :class:`CardError` if it is not JSON or not a valid card."""
+        """Parse ``zoo.json`` text; raise :class:`CardError` if it is not strict JSON (``NaN`` and
+        ``Infinity`` are not JSON) or not a valid card."""
+        return cls.from_dict(loads_strict(text, source), source)
+
+    def validate(self) -> "ExpertCard":
+        """Check this card exactly as one read from disk would be checked (every value storable in JSON and
+        in the index); return it, or raise :class:`CardError` naming the first bad field."""
+        _parse_card(json.loads(self.to_json()), CARD_FILE)
+        return self
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def loads_strict(text: str | bytes, source: str) -> Any:
+    """``json.loads`` that refuses ``NaN``/``Infinity`` and absurd nesting, with a :class:`CardError`."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise CardError(f"{source}: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise CardError(f"{source}: not valid JSON ({e})") from None
+
+
+def check_json_value(value: Any, where: str, source: str, depth: int = 0) -> None:
+    """Refuse what JSON or the index cannot hold faithfully: non-finite floats, integers beyond 64 bits,
+    strings that are not valid Unicode (lone surrogates), keys that are not strings, nesting deeper than
+    :data:`MAX_DEPTH`."""
+    if depth > MAX_DEPTH:
+        raise CardError(f"{source}: field '{where}' is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise CardError(f"{source}: field '{where}' holds an integer beyond 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise CardError(f"{source}: field '{where}' holds a non-finite number ({value})")
+    elif isinstance(value, str):
         try:
-            data = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CardError(f"{source}: not valid JSON ({e})") from None
-        return cls.from_dict(data, source)
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CardError(f"{source}: field '{where}' holds a string that is not valid Unicode") from None
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            check_json_value(v, f"{where}[{i}]", source, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CardError(f"{source}: field '{where}' has a key that is not a string")
+            check_json_value(k, f"{where}", source, depth + 1)
+            check_json_value(v, f"{where}.{k}", source, depth + 1)
+    else:
+        raise CardError(f"{source}: field '{where}' holds a {type(value).__name__}, which JSON cannot store")
+
+
+def normalise_json(value: Any) -> Any:
+    """A JSON-ready copy of ``value`` in which non-finite floats become ``None`` (null), tuples lists:
+    what :func:`registry.write_expert` stores for hyperparameters, metrics and buffer facts."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [normalise_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: normalise_json(v) for k, v in value.items()}
+    return value
+
+
+def plain_text(value: str, source: str, where: str, limit: int = 1024) -> str:
+    """A short one-line text field (architecture, method, label): no control characters (a terminal
+    escape in a card must never reach a terminal), at most ``limit`` characters."""
+    if _CONTROL.search(value):
+        raise CardError(f"{source}: field '{where}' holds control characters")
+    if len(value) > limit:
+        raise CardError(f"{source}: field '{where}' is longer than {limit} characters")
+    return value
+
+
+def _count(value: Any, where: str, source: str) -> int:
+    """A non-negative integer that fits the index."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
+        raise CardError(f"{source}: field '{where}' must be a non-negative 64-bit integer")
+    return value
 
 
 # --- parsing --------------------------------------------------------------------------------------------
@@ -144,6 +229,7 @@ def _sha(value: Any, where: str, source: str) -> str:
 def _parse_card(data: Any, source: str) -> ExpertCard:
     if not isinstance(data, dict):
         raise CardError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    check_json_value(data, "card", source)
     version = _require(data, "format_version", int, source)
     if version > FORMAT_VERSION:
         raise CardError(f"{source}: format_version {version} is newer than this zoo understands ({FORMAT_VERSION})")
@@ -163,10 +249,10 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
         where = f"tasks[{i}]"
         if not isinstance(t, dict):
             raise CardError(f"{source}: field '{where}' must be an object")
-        tid = _require(t, "id", int, f"{source}: {where}")
+        tid = _count(_require(t, "id", int, f"{source}: {where}"), f"{where}.id", source)
         classes = _require(t, "classes", list, f"{source}: {where}")
-        if not all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
-            raise CardError(f"{source}: field '{where}.classes' must be a list of integers")
+        for c in classes:
+            _count(c, f"{where}.classes", source)
         tasks.append(TaskSpec(tid, tuple(classes)))
 
     parents = []
@@ -175,41 +261,55 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
         if not isinstance(p, dict):
             raise CardError(f"{source}: field '{where}' must be an object")
         pid = _require(p, "id", str, f"{source}: {where}")
-        parents.append(ParentRef(pid, _sha(p.get("digest"), f"{where}.digest", source),
-                                 _require(p, "role", str, f"{source}: {where}")))
+        try:
+            validate_expert_id(pid)
+        except Exception as e:
+            raise CardError(f"{source}: {where}: {e}") from None
+        role = plain_text(_require(p, "role", str, f"{source}: {where}"), source, f"{where}.role", 32)
+        parents.append(ParentRef(pid, _sha(p.get("digest"), f"{where}.digest", source), role))
 
     files = {}
     for fname, rec in _require(data, "files", dict, source).items():
+        # File names become paths and Hub download patterns: a plain name, no separators, no wildcards.
+        if not _FILE_NAME.fullmatch(fname) or ".." in fname:
+            raise CardError(f"{source}: invalid file name {fname!r} in 'files'")
         if not isinstance(rec, dict):
             raise CardError(f"{source}: field 'files.{fname}' must be an object")
-        size = _require(rec, "size", int, f"{source}: files.{fname}")
+        size = _count(_require(rec, "size", int, f"{source}: files.{fname}"), f"files.{fname}.size", source)
         files[fname] = FileRecord(_sha(rec.get("sha256"), f"files.{fname}.sha256", source), size)
 
     metrics = _require(data, "metrics", dict, source)
     for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise CardError(f"{source}: field 'metrics.{k}' must be a number")
+        plain_text(k, source, "metrics", 128)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise CardError(f"{source}: field 'metrics.{k}' must be a number or null")
     labels = _require(data, "labels", list, source)
     if not all(isinstance(x, str) for x in labels):
         raise CardError(f"{source}: field 'labels' must be a list of strings")
+    for x in labels:
+        plain_text(x, source, "labels", 256)
+    architecture = plain_text(_require(data, "architecture", str, source), source, "architecture", 256)
+    method = plain_text(_require(data, "method", str, source), source, "method", 256)
+    created_at = plain_text(_require(data, "created_at", str, source), source, "created_at", 64)
+    zoo_version = plain_text(_require(data, "zoo_version", str, source), source, "zoo_version", 64)
 
     return ExpertCard(
         id=expert_id,
         digest=digest,
         name=name,
-        architecture=_require(data, "architecture", str, source),
-        num_classes=_require(data, "num_classes", int, source),
+        architecture=architecture,
+        num_classes=_count(_require(data, "num_classes", int, source), "num_classes", source),
         tasks=tasks,
         parents=parents,
-        method=_require(data, "method", str, source),
+        method=method,
         hyperparameters=_require(data, "hyperparameters", dict, source),
         seed=_require(data, "seed", int, source, optional=True),
-        metrics={k: float(v) for k, v in metrics.items()},
+        metrics={k: (None if v is None else float(v)) for k, v in metrics.items()},
         buffer=_require(data, "buffer", dict, source, optional=True),
         labels=list(labels),
         files=files,
-        created_at=_require(data, "created_at", str, source),
-        zoo_version=_require(data, "zoo_version", str, source),
+        created_at=created_at,
+        zoo_version=zoo_version,
         format_version=version,
     )
 
@@ -258,7 +358,7 @@ def render_model_card(card: ExpertCard, registry_hint: str = "~/.cache/zoo/regis
     eval_results = [
         EvalResult(task_type="image-classification", dataset_type="zoo-task-stream", dataset_name="zoo task stream",
                    metric_type="accuracy" if "acc" in key else key, metric_name=key, metric_value=value)
-        for key, value in sorted(card.metrics.items())
+        for key, value in sorted(card.metrics.items()) if value is not None
     ]
     base = card.base
     data = ModelCardData(
@@ -269,7 +369,8 @@ def render_model_card(card: ExpertCard, registry_hint: str = "~/.cache/zoo/regis
         eval_results=eval_results or None,
     )
     metrics_table = "| metric | value |\n|---|---|\n" + "".join(
-        f"| {k} | {v:.4f} |\n" for k, v in sorted(card.metrics.items())) if card.metrics else "No metrics recorded."
+        f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |\n" for k, v in sorted(card.metrics.items())) \
+        if card.metrics else "No metrics recorded."
     content = _template().render(
         card_data=data.to_yaml(),
         name=card.name,

@@ -34,6 +34,11 @@ class UnknownArchitectureError(ZooError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class ModelArgsError(ZooError, ValueError):
+    """Architecture keyword arguments that are unknown to the architecture or could make it load files
+    (``checkpoint_path``, ``pretrained``...): ``config.json`` and recipes only describe a shape."""
+
+
 class ExpertNotFoundError(ZooError, KeyError):
     """No expert in the registry matches an id, id prefix, name or tag."""
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from .card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, render_model_card
+from .card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json, render_model_card
 from .errors import ArchitectureMismatchError, CardError, CorruptExpertError
 from .names import validate_name
 from .settings import DEFAULT_MAX_SHARD_SIZE, zoo_version
@@ -145,11 +145,23 @@ def write_expert(
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     buf = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in (buffer or {}).items()}
 
+    # The whole card is built and validated before the first byte is written: a value that JSON or the index
+    # cannot hold (NaN, a 2**64 integer, a lone surrogate) fails here, not after the folder exists.
+    card = ExpertCard(
+        id="0" * 16, digest="0" * 64, name=name, architecture=config.architecture, num_classes=config.num_classes,
+        tasks=task_specs, parents=parent_refs, method=method,
+        hyperparameters=normalise_json(dict(hyperparameters or {})), seed=seed,
+        metrics={k: (None if v is None else float(v)) for k, v in normalise_json(dict(metrics or {})).items()},
+        buffer=(normalise_json({"num_samples": int(next(iter(buffer.values())).shape[0]),
+                                "tensors": sorted(buffer), **(buffer_info or {})}) if buffer else None),
+        labels=list(labels), zoo_version=zoo_version(),
+    ).validate()
     digest = ContentDigest(_identity(name, config_dict, task_specs, parent_refs))
     _digest_tensors(digest, "model", state)
     _digest_tensors(digest, "buffer", buf)
     full = digest.hexdigest()
     expert_id = full[:16]
+    card.id, card.digest = expert_id, full
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -180,14 +192,6 @@ def write_expert(
         put(BUFFER_FILE, st_save(buf, metadata={**metadata, "zoo.content": "buffer"}))
     put(CONFIG_FILE, (json.dumps(config_dict, indent=2, sort_keys=True) + "\n").encode())
 
-    card = ExpertCard(
-        id=expert_id, digest=full, name=name, architecture=config.architecture, num_classes=config.num_classes,
-        tasks=task_specs, parents=parent_refs, method=method, hyperparameters=dict(hyperparameters or {}),
-        seed=seed, metrics={k: float(v) for k, v in (metrics or {}).items()},
-        buffer=({"num_samples": int(next(iter(buf.values())).shape[0]), "tensors": sorted(buf), **(buffer_info or {})}
-                if buf else None),
-        labels=list(labels), zoo_version=zoo_version(),
-    )
     put(README_FILE, render_model_card(card).encode())
     card.files = dict(sorted(files.items()))
     _write(directory / CARD_FILE, card.to_json().encode(), fsync)
@@ -221,10 +225,15 @@ class Expert:
         return self.card.name
 
     @classmethod
-    def load(cls, path: str | Path) -> "Expert":
-        """Open an expert folder: parse and validate ``zoo.json`` and check that the recorded files exist."""
+    def load(cls, path: str | Path, links_within: str | Path | None = None) -> "Expert":
+        """Open an expert folder: parse and validate ``zoo.json`` and check that the recorded files exist.
+
+        Expert files must be plain files: a symbolic link is refused, since it could point anywhere on the
+        machine, unless it resolves inside ``links_within`` (the Hugging Face cache links a snapshot's files
+        to its own blobs)."""
         path = Path(path)
         card_path = path / CARD_FILE
+        _check_link(card_path, links_within)
         if not card_path.is_file():
             raise CardError(f"{path}: not an expert folder (no {CARD_FILE})")
         card = ExpertCard.from_json(card_path.read_bytes(), source=f"{path.name}/{CARD_FILE}")
@@ -236,6 +245,7 @@ class Expert:
         for fname in card.files:
             if "/" in fname or "\\" in fname or fname.startswith("."):
                 raise CardError(f"{path.name}/{CARD_FILE}: invalid file name {fname!r}")
+            _check_link(path / fname, links_within)
             if not (path / fname).is_file():
                 raise CorruptExpertError(f"{path.name}/{fname}: file is missing")
         return cls(path, card)
@@ -279,13 +289,15 @@ class Expert:
         return module.eval()
 
     def verify(self, deep: bool = True) -> None:
-        """Check every file against ``zoo.json``; ``deep`` also re-derives the id from the tensors."""
+        """Check every file against ``zoo.json`` and that ``config.json`` is safe to build (no argument that
+        loads files); ``deep`` also re-derives the id from the tensors."""
         for fname, record in self.card.files.items():
             got = sha256_file(self.path / fname)
             if got.size != record.size:
                 raise CorruptExpertError(f"{self.id}/{fname}: size {got.size} bytes, zoo.json records {record.size}")
             if got.sha256 != record.sha256:
                 raise CorruptExpertError(f"{self.id}/{fname}: sha256 mismatch (modified or corrupted)")
+        self.config()
         if deep:
             expected = self.card.digest
             if content_digest(self) != expected:
@@ -305,9 +317,26 @@ class Expert:
         return out
 
 
+def _check_link(path: Path, links_within: str | Path | None) -> None:
+    if not path.is_symlink():
+        return
+    if links_within is not None and path.resolve().is_relative_to(Path(links_within).resolve()):
+        return
+    raise CorruptExpertError(f"{path.parent.name}/{path.name}: is a symbolic link; expert files must be plain files")
+
+
 def weight_files(card: ExpertCard) -> list[str]:
     """The weights files of an expert (one file, or the shards), in name order."""
     return sorted(f for f in card.files if f.startswith("model") and f.endswith(".safetensors"))
+
+
+def check_content(expert: Expert) -> None:
+    """Re-derive the expert's digest from its files and refuse a card whose id or digest it contradicts
+    (an id is never taken on trust: a folder could otherwise squat another expert's id)."""
+    got = content_digest(expert)
+    if got != expert.card.digest:
+        raise CorruptExpertError(f"{expert.card.name} ({expert.card.id}): its content gives id {got[:16]}, not the "
+                                 f"id its card claims (card or tensors altered)")
 
 
 def content_digest(expert: Expert) -> str:

@@ -10,6 +10,8 @@ read; writes go to a branch. Tokens come from huggingface_hub's usual sources an
 from __future__ import annotations
 
 import contextlib
+import functools
+import importlib
 import json
 import tempfile
 from pathlib import Path
@@ -27,25 +29,90 @@ INDEX_FORMAT = "zoo.registry"
 
 @contextlib.contextmanager
 def hub_errors(what: str) -> Iterator[None]:
-    """Turn huggingface_hub's exceptions into one-line :class:`HubError` messages that name ``what``."""
+    """Turn huggingface_hub's and its HTTP client's exceptions into one-line :class:`HubError` messages that
+    name ``what`` and, for HTTP errors, the status and the endpoint."""
     from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
+
+    timeouts, transport = _transport_errors()
 
     try:
         yield
     except RevisionNotFoundError:
         raise HubError(f"{what}: revision not found") from None
     except RepositoryNotFoundError:
-        raise HubError(f"{what}: repository not found (or it is private and no valid token was given)") from None
+        raise HubError(f"{what}: repository not found (or it is private and no valid token was given: "
+                       f"`hf auth login` or HF_TOKEN)") from None
     except EntryNotFoundError as e:
         raise HubError(f"{what}: file not found on the Hub ({_first_line(e)})") from None
     except HfHubHTTPError as e:
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        raise HubError(f"{what}: the Hub refused the request (HTTP {status}: {_first_line(e)})") from None
+        response = getattr(e, "response", None)
+        status = getattr(response, "status_code", None)
+        url = _endpoint_of(getattr(response, "request", None))
+        hint = _STATUS_HINTS.get(status, "the Hub refused the request")
+        raise HubError(f"{what}: HTTP {status} from {url}: {hint}") from None
+    except timeouts as e:
+        raise HubError(f"{what}: the Hub at {_endpoint_of(e)} did not answer in time ({type(e).__name__})") from None
+    except transport as e:  # connection refused or reset, DNS, a body cut short
+        raise HubError(f"{what}: cannot reach the Hub at {_endpoint_of(e)} ({type(e).__name__}: "
+                       f"{_first_line(e)})") from None
     except (ConnectionError, OSError) as e:
         if isinstance(e, ZooError):
             raise
         raise HubError(f"{what}: cannot reach the Hub ({_first_line(e)})") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _transport_errors() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(timeout, transport) exception classes of whichever HTTP clients huggingface_hub may use (httpx2 in
+    recent releases, httpx before, requests in old ones)."""
+    timeouts: list[type] = []
+    transport: list[type] = []
+    for name in ("httpx2", "httpx"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        timeouts.append(mod.TimeoutException)
+        transport.append(mod.TransportError)
+    try:
+        import requests
+
+        timeouts.append(requests.exceptions.Timeout)
+        transport.append(requests.exceptions.ConnectionError)
+    except ImportError:
+        pass
+    return tuple(timeouts), tuple(transport)
+
+
+_STATUS_HINTS = {
+    400: "bad request",
+    401: "not authenticated (log in with `hf auth login` or set HF_TOKEN)",
+    403: "forbidden (the token lacks write access to this repo)",
+    404: "not found",
+    409: "conflict (it already exists)",
+    412: "the repo changed meanwhile (precondition failed); run the command again",
+    413: "payload too large",
+    429: "rate limited; try again later",
+}
+
+
+def _endpoint_of(obj: Any) -> str:
+    """scheme://host[:port]/path of the request an error concerns (never a query string or a token)."""
+    request = obj
+    if isinstance(obj, BaseException):
+        try:
+            request = obj.request  # httpx raises RuntimeError when the error carries no request
+        except (AttributeError, RuntimeError):
+            return "the configured endpoint"
+    from urllib.parse import urlsplit
+
+    url = getattr(request, "url", None)
+    if url is None:
+        return "the configured endpoint"
+    parts = urlsplit(str(url))
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 def _first_line(e: BaseException) -> str:
@@ -156,15 +223,24 @@ class HubRegistry(Registry):
         """
         from huggingface_hub import CommitOperationAdd
 
+        # Everything is checked before the first request that changes the Hub: every expert's bytes against
+        # its card and its id against its content, every tag name.
+        for expert in experts:
+            expert.verify(deep=True)
+        for t in tags or {}:
+            validate_tag(t)
+        if git_tag is not None:
+            validate_tag(git_tag)
         with hub_errors(self.uri):
             self._api.create_repo(self.repo_id, private=self.private or None, exist_ok=True)
         sha, cards, remote_tags = self._index(refresh=True)
+        if git_tag is not None:
+            with hub_errors(self.uri):
+                existing = {t.name for t in self._api.list_repo_refs(self.repo_id).tags}
+            if git_tag in existing:
+                raise HubError(f"{self.uri}: git tag {git_tag!r} already exists (choose another)")
         new = [e for e in experts if e.id not in cards]
-        for expert in new:
-            expert.verify(deep=False)  # never publish bytes that do not match their card
         changed_tags = {t: i for t, i in (tags or {}).items() if remote_tags.get(t) != i}
-        for t in changed_tags:
-            validate_tag(t)
         if new or changed_tags:
             ops = [CommitOperationAdd(path_in_repo=f"experts/{e.id}/{fname}", path_or_fileobj=str(e.path / fname))
                    for e in new for fname in [*e.card.files, "zoo.json"]]
@@ -266,9 +342,11 @@ class HubRegistry(Registry):
         with hub_errors(self.uri):
             root = snapshot_download(self.repo_id, revision=sha, token=self._token, endpoint=self._endpoint,
                                      local_dir=str(local_dir) if local_dir else None, allow_patterns=patterns)
+        # In the HF cache a snapshot's files link to the repo's blobs: links are allowed there, nowhere else.
+        links = None if local_dir else Path(root).parents[1]
         experts = []
         for c in cards:
-            expert = Expert.load(Path(root) / self._prefix(c))
+            expert = Expert.load(Path(root) / self._prefix(c), links_within=links)
             if expert.card.digest != c.digest or expert.card.files != c.files:
                 raise HubError(f"{self.uri}: expert {c.id}'s zoo.json does not match index.json")
             expert.verify(deep=False)

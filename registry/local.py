@@ -2,16 +2,22 @@
 
 Layout of a registry folder::
 
+    zoo-registry.json    the marker: zoo made this folder (format and version)
     experts/<id>/...     one complete expert folder per id (the source of truth)
     index.sqlite         the query index (cards, tasks, parents, metrics, labels) and the tags
     tmp/                 experts being written (each with a lock held by its writer)
     trash/               experts being removed
 
-Writes are atomic: files are written (fsync'd) into ``tmp/``, the folder is renamed into ``experts/`` (the
-commit point), and the index is updated in one transaction. Whatever a killed process leaves behind is
-repaired on the next open: folders without index rows are indexed, rows without folders are dropped, and
-``tmp/`` and ``trash/`` entries whose writer is gone are deleted. SQLite's WAL mode and busy timeout let
-several processes write at once.
+A folder is a registry only if it carries the marker (and its index zoo's application id): zoo never adopts
+a folder it did not make, and never creates one inside a non-empty folder.
+
+Writes are atomic: files are written (fsync'd) into ``tmp/``; then, inside one index transaction, the card is
+indexed and the folder renamed into ``experts/`` (the commit point). A card that the index refuses never
+reaches ``experts/``; a process killed between the rename and the commit leaves a folder that the next open
+indexes. Opening also drops rows whose folder is gone, and reports (never indexes) folders it cannot read:
+``verify`` names them, ``rm`` and ``gc`` remove them. Debris in ``tmp/`` and ``trash/`` is deleted only by
+writing commands and only when it carries zoo's own naming (``<uuid>``, ``<uuid>.lock``, ``.<uuid>``) and its
+writer is gone. SQLite's WAL mode and busy timeout let several processes write at once.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import sqlite3
 import threading
@@ -30,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .base import Query, Registry
 from .card import CARD_FILE, ExpertCard
 from .errors import AmbiguousReferenceError, CardError, CorruptExpertError, ExpertNotFoundError, ZooError
-from .expert import Expert, sha256_file, write_expert
+from .expert import Expert, check_content, sha256_file, write_expert
 from .names import is_expert_id, validate_tag
 from .tensorfile import read_header
 
@@ -57,6 +64,11 @@ CREATE TABLE IF NOT EXISTS tags (
     tag TEXT PRIMARY KEY, id TEXT NOT NULL REFERENCES experts(id) ON DELETE CASCADE);
 """
 _CHUNK = 8 * 1024 * 1024
+MARKER_FILE = "zoo-registry.json"
+REGISTRY_FORMAT = 1
+#: SQLite's application_id for zoo indexes ("zoo1" in ASCII), so a foreign database is never taken for one.
+APPLICATION_ID = 0x7A6F6F31
+_DEBRIS = re.compile(r"\.?[0-9a-f]{32}(\.lock)?")
 
 
 def _fsync_dir(path: Path) -> None:
@@ -73,21 +85,76 @@ class LocalRegistry(Registry):
     def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root).expanduser()
         self.uri = str(self.root)
-        db = self.root / "index.sqlite"
-        if not db.exists() and not create:
-            raise ZooError(f"no registry at {self.root} (use --registry PATH, or add an expert to create one)")
-        for sub in ("experts", "tmp", "trash"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.unreadable: dict[str, str] = {}  # expert folders the index could not take: id -> reason
+        self._swept = False
+        marker = self.root / MARKER_FILE
+        if not marker.exists():
+            if not create:
+                raise ZooError(f"no registry at {self.root} (use --registry PATH, or add an expert to create one)")
+            self._create()
+        self._check_marker(marker)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(db, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        for statement in _SCHEMA.strip().split(";"):
-            if statement.strip():
-                self._db.execute(statement)
+        self._db = sqlite3.connect(self.root / "index.sqlite", timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+        try:
+            self._init_index()
+        except sqlite3.DatabaseError as e:
+            self._db.close()
+            raise ZooError(f"{self.root / 'index.sqlite'}: not a readable zoo index ({e})") from None
+        except ZooError:
+            self._db.close()
+            raise
         self.repair()
         self._analyze_once()
+
+    def _init_index(self) -> None:
+        """Check the index is zoo's (its application id), or make one where the marked registry has none
+        (the folders are the source of truth: :meth:`repair` then indexes them)."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # one process at a time decides whether the index is new
+        try:
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            if app == 0 and db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0:
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            elif app != APPLICATION_ID:
+                raise ZooError(f"{self.root / 'index.sqlite'} is not a zoo index (application id {app:#x})")
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    db.execute(statement)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA synchronous=NORMAL")
+
+    def _create(self) -> None:
+        """Make a new registry: only in a folder that is absent or empty, marker written last."""
+        if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
+            raise ZooError(f"{self.root} is not a zoo registry (no {MARKER_FILE}) and is not an empty folder: "
+                           f"choose another folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        for sub in ("experts", "tmp", "trash"):
+            (self.root / sub).mkdir(exist_ok=True)
+        tmp = self.root / (MARKER_FILE + ".tmp")
+        tmp.write_text(json.dumps({"format": "zoo-registry", "version": REGISTRY_FORMAT}) + "\n")
+        os.replace(tmp, self.root / MARKER_FILE)
+
+    def _check_marker(self, marker: Path) -> None:
+        try:
+            data = json.loads(marker.read_text())
+            ok = isinstance(data, dict) and data.get("format") == "zoo-registry" and isinstance(data.get("version"), int)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            ok = False
+        if not ok:
+            raise ZooError(f"{marker}: not a zoo registry marker")
+        if data["version"] > REGISTRY_FORMAT:
+            raise ZooError(f"{self.root}: registry format {data['version']} is newer than this zoo understands "
+                           f"({REGISTRY_FORMAT})")
+        for sub in ("experts", "tmp", "trash"):
+            if not (self.root / sub).is_dir():
+                raise ZooError(f"{self.root}: registry folder {sub}/ is missing")
 
     def __repr__(self) -> str:
         return f"LocalRegistry({str(self.root)!r})"
@@ -113,17 +180,10 @@ class LocalRegistry(Registry):
             cur.execute("COMMIT")
 
     def repair(self) -> dict[str, int]:
-        """Make the index agree with the folders and delete debris of killed writers; return counts."""
-        counts = {"indexed": 0, "dropped": 0, "debris": 0}
-        for sub in ("tmp", "trash"):
-            for entry in list((self.root / sub).iterdir()):
-                with contextlib.suppress(FileNotFoundError):  # a live writer may finish meanwhile
-                    if self._abandoned(entry):
-                        if entry.is_dir():
-                            shutil.rmtree(entry, ignore_errors=True)
-                        else:
-                            entry.unlink()
-                        counts["debris"] += 1
+        """Make the index agree with the folders (index new folders, drop rows whose folder is gone) and
+        note, without indexing, the folders that cannot be read; return counts. Deletes no file."""
+        counts = {"indexed": 0, "dropped": 0}
+        self.unreadable = {}
         on_disk = {p.name for p in (self.root / "experts").iterdir() if is_expert_id(p.name)}
         indexed = {row[0] for row in self._db.execute("SELECT id FROM experts")}
         missing, dangling = on_disk - indexed, indexed - on_disk
@@ -134,12 +194,46 @@ class LocalRegistry(Registry):
                         cur.execute("DELETE FROM experts WHERE id = ?", (expert_id,))
                         counts["dropped"] += 1
                 for expert_id in missing:
-                    try:
-                        card = Expert.load(self.root / "experts" / expert_id).card
-                    except (ZooError, OSError):
-                        continue  # left for `verify` to report; never indexed while unreadable
-                    counts["indexed"] += self._index(cur, card)
+                    reason = self._index_folder(cur, expert_id)
+                    if reason is None:
+                        counts["indexed"] += 1
+                    else:
+                        self.unreadable[expert_id] = reason
         return counts
+
+    def _index_folder(self, cur: sqlite3.Cursor, expert_id: str) -> str | None:
+        """Index one folder of experts/ inside the caller's transaction; the reason it cannot be, or None."""
+        folder = self.root / "experts" / expert_id
+        cur.execute("SAVEPOINT folder")
+        try:
+            card = Expert.load(folder).card
+            if card.id != expert_id:
+                raise CardError(f"folder {expert_id} holds a card for expert {card.id}")
+            self._index(cur, card)
+        except (ZooError, OSError, ValueError, OverflowError, RecursionError, sqlite3.IntegrityError) as e:
+            cur.execute("ROLLBACK TO folder")
+            cur.execute("RELEASE folder")
+            return str(e)
+        cur.execute("RELEASE folder")
+        return None
+
+    def sweep(self) -> int:
+        """Delete debris of killed writers from tmp/ and trash/: only entries named as zoo names them whose
+        lock no live writer holds. Anything else there is left alone. Returns the number removed."""
+        removed = 0
+        for sub in ("tmp", "trash"):
+            for entry in list((self.root / sub).iterdir()):
+                if not _DEBRIS.fullmatch(entry.name) or entry.is_symlink():
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # a live writer may finish meanwhile
+                    if self._abandoned(entry):
+                        if entry.is_dir():
+                            shutil.rmtree(entry, ignore_errors=True)
+                        else:
+                            entry.unlink()
+                        removed += 1
+        self._swept = True
+        return removed
 
     def _analyze_once(self) -> None:
         # Table statistics let SQLite drive combined filters (task + architecture) from the selective index;
@@ -174,7 +268,10 @@ class LocalRegistry(Registry):
 
     @contextlib.contextmanager
     def _workspace(self, kind: str) -> Iterator[Path]:
-        """A fresh folder under tmp/ or trash/, locked for the lifetime of the block, removed afterwards."""
+        """A fresh folder under tmp/ or trash/, locked for the lifetime of the block, removed afterwards.
+        The first write of this handle sweeps earlier writers' debris."""
+        if not self._swept:
+            self.sweep()
         while True:
             name = uuid.uuid4().hex
             pending = self.root / kind / ("." + name)
@@ -207,7 +304,8 @@ class LocalRegistry(Registry):
         cur.executemany("INSERT INTO expert_tasks VALUES (?, ?, ?)", [(card.id, i, t) for i, t in enumerate(card.task_ids)])
         cur.executemany("INSERT INTO parents VALUES (?, ?, ?)", [(card.id, p.id, p.role) for p in card.parents])
         cur.executemany("INSERT INTO labels VALUES (?, ?)", [(card.id, x) for x in card.labels])
-        cur.executemany("INSERT INTO metrics VALUES (?, ?, ?)", [(card.id, k, v) for k, v in card.metrics.items()])
+        cur.executemany("INSERT INTO metrics VALUES (?, ?, ?)",
+                        [(card.id, k, v) for k, v in card.metrics.items() if v is not None])
         return 1
 
     # --- writing -------------------------------------------------------------------------------------------
@@ -221,6 +319,8 @@ class LocalRegistry(Registry):
         src = expert if isinstance(expert, Expert) else Expert.load(expert)
         card = src.card
         if (self.root / "experts" / card.id).exists():
+            # Only the genuine content may find its id taken: a card claiming someone else's id is refused.
+            check_content(src)
             self._ensure_indexed(card.id)
             return card
         with self._workspace("tmp") as tmp:
@@ -233,10 +333,12 @@ class LocalRegistry(Registry):
                 if fname.endswith(".safetensors"):
                     read_header(tmp / fname)
             _copy_hashing(src.path / CARD_FILE, tmp / CARD_FILE, None)
-            # Re-parse what was copied: the stored card must be exactly the validated one.
-            stored = Expert.load(tmp).card
-            src.config()  # config.json must parse
-            return self._commit(tmp, stored)
+            # Re-parse what was copied: the stored card must be exactly the validated one, its config must
+            # be safe to build, and its id must be the one its content gives.
+            copied = Expert.load(tmp)
+            copied.config()
+            check_content(copied)
+            return self._commit(tmp, copied.card)
 
     def save(self, model: Any, **card_fields: Any) -> ExpertCard:
         """Write a model straight into the registry as a new expert (see :func:`registry.write_expert`),
@@ -248,15 +350,18 @@ class LocalRegistry(Registry):
     def _commit(self, tmp: Path, card: ExpertCard) -> ExpertCard:
         _fsync_dir(tmp)
         target = self.root / "experts" / card.id
-        try:
-            os.rename(tmp, target)  # the commit point: the expert becomes visible whole, or not at all
-        except OSError:
-            if not target.exists():
-                raise
-            # Another writer committed the same content first: adding it again is a no-op.
-        _fsync_dir(target.parent)
+        # Index and rename are one unit: the row is written first inside the transaction, so a card the
+        # index refuses never reaches experts/; the rename is the commit point; a crash after it but before
+        # COMMIT leaves a complete, valid folder that the next open indexes.
         with self._transaction() as cur:
-            self._index(cur, Expert.load(target).card if target.exists() else card)
+            self._index(cur, card)
+            try:
+                os.rename(tmp, target)  # the expert becomes visible whole, or not at all
+            except OSError:
+                if not target.exists():
+                    raise
+                # Another writer committed the same content first: adding it again is a no-op.
+            _fsync_dir(target.parent)
         return card
 
     def _ensure_indexed(self, expert_id: str) -> None:
@@ -264,14 +369,25 @@ class LocalRegistry(Registry):
             with self._transaction() as cur:
                 self._index(cur, Expert.load(self.root / "experts" / expert_id).card)
 
-    def remove(self, ref: str) -> ExpertCard:
-        """Delete an expert: its folder leaves ``experts/`` atomically, then its index rows and tags go."""
+    def remove(self, ref: str) -> ExpertCard | None:
+        """Delete an expert: its folder leaves ``experts/`` atomically, then its index rows and tags go.
+        A folder the index could not take (see :attr:`unreadable`) is removed by its id; None is returned."""
+        if ref in self.unreadable:
+            self._discard(ref)
+            return None
         card = self.card(ref)
-        with self._workspace("trash") as trash:
-            os.rename(self.root / "experts" / card.id, trash)
-            with self._transaction() as cur:
-                cur.execute("DELETE FROM experts WHERE id = ?", (card.id,))
+        self._discard(card.id)
         return card
+
+    def _discard(self, expert_id: str) -> None:
+        with self._workspace("trash") as trash:
+            with self._transaction() as cur:
+                cur.execute("DELETE FROM experts WHERE id = ?", (expert_id,))
+                try:
+                    os.rename(self.root / "experts" / expert_id, trash)
+                except FileNotFoundError:
+                    raise ExpertNotFoundError(f"expert {expert_id} was removed meanwhile from {self.uri}") from None
+        self.unreadable.pop(expert_id, None)
 
     def tag(self, tag: str, ref: str) -> ExpertCard:
         """Point ``tag`` at the expert ``ref`` names, moving the tag if it exists."""
@@ -289,8 +405,26 @@ class LocalRegistry(Registry):
                 raise ExpertNotFoundError(f"no tag {tag!r} in {self.uri}")
 
     def gc(self) -> dict[str, int]:
-        """Delete debris (abandoned writes and removals), re-sync the index, and compact the database."""
-        counts = self.repair()
+        """Delete debris of killed writers, rebuild every index row from its folder in one transaction (a
+        damaged row is rewritten from the card on disk; tags are kept), remove the folders no index can take,
+        and compact the database. Returns counts."""
+        counts = {"debris": self.sweep(), "indexed": 0, "removed_unreadable": 0}
+        self.unreadable = {}
+        with self._transaction() as cur:
+            tags = cur.execute("SELECT tag, id FROM tags").fetchall()
+            cur.execute("DELETE FROM experts")  # every other table's rows go with it (ON DELETE CASCADE)
+            for folder in sorted((self.root / "experts").iterdir()):
+                if not is_expert_id(folder.name):
+                    continue
+                reason = self._index_folder(cur, folder.name)
+                if reason is None:
+                    counts["indexed"] += 1
+                else:
+                    self.unreadable[folder.name] = reason
+            cur.executemany("INSERT INTO tags SELECT ?, id FROM experts WHERE id = ?", [(t, i) for t, i in tags])
+        for expert_id in list(self.unreadable):
+            self._discard(expert_id)
+            counts["removed_unreadable"] += 1
         self._db.execute("ANALYZE")
         self._db.execute("VACUUM")
         return counts
@@ -373,14 +507,21 @@ class LocalRegistry(Registry):
     def verify(self, refs: Iterable[str] | None = None) -> list[str]:
         """Check the chosen experts (all by default) file by file and re-derive their ids; list problems."""
         problems = []
-        ids = [self.resolve(r) for r in refs] if refs else [c.id for c in self.find()]
+        refs = list(refs or [])
+        ids = [r if r in self.unreadable else self.resolve(r) for r in refs] if refs else [c.id for c in self.find()]
+        if not refs:  # folders the index could not take are problems too, reported by name
+            problems += [f"{i}: folder in experts/ cannot be indexed ({why}); `zoo rm {i}` or `zoo gc` removes it"
+                         for i, why in sorted(self.unreadable.items())]
         for expert_id in ids:
+            if expert_id in self.unreadable:
+                problems.append(f"{expert_id}: {self.unreadable[expert_id]}")
+                continue
             try:
                 expert = Expert.load(self.root / "experts" / expert_id)
                 if expert.card.id != expert_id:
                     raise CardError(f"{expert_id}: folder holds expert {expert.card.id}")
                 expert.verify(deep=True)
-            except (ZooError, OSError, json.JSONDecodeError) as e:
+            except (ZooError, OSError, ValueError) as e:
                 problems.append(str(e))
         return problems
 

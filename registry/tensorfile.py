@@ -72,29 +72,62 @@ def read_header(path: str | Path, data: bytes | None = None) -> Header:
         raise CorruptExpertError(f"{name}: safetensors header is not valid JSON") from None
     if not isinstance(header, dict):
         raise CorruptExpertError(f"{name}: safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise CorruptExpertError(f"{name}: safetensors __metadata__ must map strings to strings")
     start = 8 + n
     tensors: dict[str, TensorInfo] = {}
-    covered = 0
     for key, info in header.items():
-        try:
-            dtype, shape, (b, e) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-            count = 1
-            for d in shape:
-                count *= int(d)
-            ok = dtype in DTYPE_SIZES and 0 <= b <= e and e - b == count * DTYPE_SIZES[dtype]
-        except (TypeError, KeyError, ValueError):
-            ok = False
-        if not ok:
+        entry = _entry(info)
+        if entry is None or not key:
             raise CorruptExpertError(f"{name}: bad entry for tensor {key!r} in safetensors header")
+        dtype, shape, b, e = entry
         tensors[key] = TensorInfo(key, dtype, shape, start + b, start + e)
-        covered = max(covered, e)
-    if start + covered != size:
-        what = "truncated" if start + covered > size else "has trailing bytes"
-        raise CorruptExpertError(f"{name}: safetensors file {what} ({size} bytes, header describes {start + covered})")
+    # The data must be covered exactly, in order, without gaps or overlaps (what safetensors itself demands).
+    end = 0
+    for info in sorted(tensors.values(), key=lambda t: (t.begin, t.end)):
+        if info.begin - start != end:
+            raise CorruptExpertError(f"{name}: tensor {info.name!r} does not start where the previous one ends "
+                                     f"(overlapping or gapped data offsets)")
+        end = info.end - start
+    if start + end != size:
+        what = "truncated" if start + end > size else "has trailing bytes"
+        raise CorruptExpertError(f"{name}: safetensors file {what} ({size} bytes, header describes {start + end})")
+    if data is None:
+        _library_check(path)
     return Header(tensors, metadata, size)
+
+
+def _entry(info: Any) -> tuple[str, tuple[int, ...], int, int] | None:
+    """(dtype, shape, begin, end) of one header entry, or None when any part is malformed: dims and offsets
+    must be non-negative integers (never bools, floats or strings) and the byte range must fit the shape."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        return None
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    ints = lambda xs: isinstance(xs, list) and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0  # noqa: E731
+                                                   for x in xs)
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES or not ints(shape) or not ints(offsets) or len(offsets) != 2:
+        return None
+    count = 1
+    for d in shape:
+        count *= d
+    b, e = offsets
+    if b > e or e - b != count * DTYPE_SIZES[dtype]:
+        return None
+    return dtype, tuple(shape), b, e
+
+
+def _library_check(path: Path) -> None:
+    """Open the file with the safetensors library's own parser too: whatever it refuses, zoo refuses."""
+    try:
+        from safetensors import safe_open
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            f.metadata()
+    except Exception as e:  # SafetensorError and friends; the message names what is wrong
+        raise CorruptExpertError(f"{path.name}: the safetensors library refuses this file ({e})") from None
 
 
 class ContentDigest:

@@ -203,12 +203,15 @@ def test_sigkill_during_add_leaves_consistent_registry(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        debris += bool(list((root / "tmp").iterdir()))
-        reg = LocalRegistry(root)  # opening repairs what the killed writer left
+        left = sorted(p.name for p in (root / "tmp").iterdir())
+        debris += bool(left)
+        reg = LocalRegistry(root)  # opening re-syncs the index with the folders; it deletes nothing
         on_disk = sorted(p.name for p in (root / "experts").iterdir())
         indexed = sorted(c.id for c in reg.find())
         assert on_disk == indexed
         assert reg.verify() == []
+        assert sorted(p.name for p in (root / "tmp").iterdir()) == left
+        reg.sweep()  # what every write does first: the killed writer's debris goes
         assert list((root / "tmp").iterdir()) == [] and list((root / "trash").iterdir()) == []
         outcomes.add(len(indexed))
         for c in reg.find():

@@ -18,6 +18,7 @@ from registry import Query, open_registry
 from registry.base import MetricFilter, Registry
 from registry.card import ExpertCard
 from registry.errors import ZooError
+from registry.names import validate_tag
 from registry.settings import default_registry_uri
 
 
@@ -131,9 +132,12 @@ def main(ctx: click.Context, quiet: bool, debug: bool) -> None:
     (such as base:latest) or its name.
     """
     ctx.obj = {"quiet": quiet}
-    if quiet:
-        from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
 
+    if not debug:
+        # huggingface_hub logs every retry of a failing request; zoo reports the outcome in one line.
+        hf_logging.set_verbosity_error()
+    if quiet:
         disable_progress_bars()
 
 
@@ -240,10 +244,16 @@ def verify(refs: tuple[str, ...], registry_uri: str | None) -> None:
 def rm(refs: tuple[str, ...], registry_uri: str | None) -> None:
     """Remove experts (and the tags that point at them)."""
     reg = _open(registry_uri)
-    cards = [reg.card(r) for r in refs]  # resolve all first: nothing is removed if one is unknown
-    for card in cards:
-        reg.remove(card.id)
-        click.echo(f"removed {card.name} ({card.id})")
+    unreadable = getattr(reg, "unreadable", {})
+    # Resolve all first: nothing is removed if one is unknown. A folder the index could not take is named by id.
+    targets = [(r, None) if r in unreadable else (None, reg.card(r)) for r in refs]
+    for folder, card in targets:
+        if card is None:
+            reg.remove(folder)
+            click.echo(f"removed unreadable folder {folder}")
+        else:
+            reg.remove(card.id)
+            click.echo(f"removed {card.name} ({card.id})")
 
 
 @main.command()
@@ -275,7 +285,9 @@ def add(paths: tuple[Path, ...], registry_uri: str | None) -> None:
     """Add expert folders (config.json, model.safetensors, zoo.json, ...) to a registry."""
     from registry import Expert
 
-    experts = [Expert.load(p) for p in paths]  # validate every folder before storing any
+    experts = [Expert.load(p) for p in paths]
+    for e in experts:  # every folder fully checked (bytes, config, id from content) before any is stored
+        e.verify(deep=True)
     reg = _open(registry_uri, create=True)
     for e in experts:
         total = sum(r.size for r in e.card.files.values())
@@ -365,12 +377,17 @@ def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters
 def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
     import yaml
 
+    from zoo.recipe import load_yaml
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.UsageError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = load_yaml(value)
+        except yaml.YAMLError:
+            raise click.UsageError(f"--set {key}: the value is not valid YAML") from None
     return out
 
 
@@ -466,6 +483,8 @@ def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[
     """
     from zoo.consolidate import ConsolidationConfig, consolidate_experts
 
+    if new_tag is not None:
+        validate_tag(new_tag)  # before any work: a bad tag must not leave a new base behind
     reg = _open(registry_uri)
     query = _query(**filters)
     if not expert_refs and query is None:
@@ -534,7 +553,8 @@ def gc(registry_uri: str | None) -> None:
     if not hasattr(reg, "gc"):
         raise ZooError("gc applies to local registries only")
     counts = reg.gc()
-    click.echo(f"gc: {counts['debris']} debris removed, {counts['indexed']} indexed, {counts['dropped']} dropped")
+    click.echo(f"gc: {counts['debris']} debris removed, {counts['indexed']} expert(s) indexed, "
+               f"{counts['removed_unreadable']} unreadable folder(s) removed")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -102,7 +102,9 @@ def _method_spec(entry: Any, index: int, base_training: dict[str, Any]) -> Metho
 
 def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     """Validate parsed YAML into a :class:`Recipe`; raise RecipeError naming the first problem."""
-    from zoo.models import is_known_architecture
+    from registry.errors import InvalidNameError, ModelArgsError
+    from registry.names import validate_name
+    from zoo.models import is_known_architecture, validate_model_args
 
     if not isinstance(data, dict):
         raise RecipeError(f"recipe: {source} must be a mapping at the top level")
@@ -123,21 +125,55 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
         raise RecipeError("recipe: two methods share a name; give them distinct 'label's")
     recipe = parse(Recipe, {**data, "methods": []}, "")
     recipe.methods = specs
+    # The name and every method's key become folder and expert names: the same rules as expert names.
+    for where, value in [("name", recipe.name)] + [(f"methods[{i}].label", s.key) for i, s in enumerate(specs)]:
+        try:
+            validate_name(value)
+        except InvalidNameError as e:
+            raise RecipeError(f"recipe: {where}: {e}") from None
     if not is_known_architecture(recipe.model.architecture):
         raise RecipeError(f"recipe: model.architecture: unknown architecture {recipe.model.architecture!r} "
                           f"(a zoo model or a timm model name)")
+    try:
+        validate_model_args(recipe.model.architecture, recipe.model.args)
+    except ModelArgsError as e:
+        raise RecipeError(f"recipe: model.args: {e}") from None
     return recipe
+
+
+MAX_RECIPE_BYTES = 1024 * 1024
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: a recipe is small, and an alias is how a few hundred bytes expand
+    into gigabytes (the "billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise RecipeError(f"recipe: YAML aliases (*{event.anchor}) are not allowed in recipes "
+                              f"(line {event.start_mark.line + 1})")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse recipe YAML (a file, or a ``--set`` value) with the alias-free safe loader."""
+    return yaml.load(text, Loader=_RecipeLoader)
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe file; ``overrides`` (dotted keys) replace values before validation."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"recipe: {path.name} is larger than {MAX_RECIPE_BYTES // 1024} KiB")
         text = path.read_text()
     except FileNotFoundError:
         raise RecipeError(f"recipe: no such file {path}") from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise RecipeError(f"recipe: cannot read {path} ({e.__class__.__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

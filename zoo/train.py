@@ -175,9 +175,9 @@ def class_mask(classes: Sequence[int] | None, num_classes: int, device: torch.de
 class EarlyStopping:
     """Keeps the best weights seen on validation and says when ``patience`` epochs brought no improvement.
 
-    ``mode`` is ``max`` for accuracies and ``min`` for losses. A tie goes to the later epoch, and a NaN score
-    (no validation data) always counts as the latest best, so training without validation keeps its last
-    weights.
+    ``mode`` is ``max`` for accuracies and ``min`` for losses. A tie goes to the later epoch (without
+    resetting patience), and a NaN score (no validation data) always counts as the latest best, so training
+    without validation keeps its last weights.
     """
 
     def __init__(self, mode: str = "max", patience: int | None = None, keep_best: bool = True):
@@ -191,15 +191,16 @@ class EarlyStopping:
         self.stale = 0
 
     def step(self, score: float, epoch: int, model: nn.Module) -> bool:
-        """Record an epoch's score; return True when training should stop."""
-        if math.isnan(score) or self.sign * score >= self.best_score:
-            self.best_score = -math.inf if math.isnan(score) else self.sign * score
+        """Record an epoch's score; return True when training should stop. A tie becomes the kept epoch
+        but is no improvement: it does not reset the patience count."""
+        signed = -math.inf if math.isnan(score) else self.sign * score
+        improved = math.isnan(score) or signed > self.best_score
+        if improved or signed == self.best_score:
+            self.best_score = signed
             self.best = score
             self.best_epoch = epoch
             self.best_state = copy.deepcopy(model.state_dict()) if self.keep_best else None
-            self.stale = 0
-            return False
-        self.stale += 1
+        self.stale = 0 if improved else self.stale + 1
         return self.patience is not None and self.stale > self.patience
 
     def restore(self, model: nn.Module) -> None:

@@ -12,7 +12,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from registry.errors import UnknownArchitectureError
+import inspect
+import re
+
+from registry.errors import ModelArgsError, UnknownArchitectureError
 
 from .heads import MultiHeadNet
 
@@ -94,6 +97,10 @@ class ModelConfig:
         heads = data.get("heads")
         if heads is not None and (not isinstance(heads, list) or not all(isinstance(h, int) and h > 0 for h in heads)):
             raise CardError("config.json: field 'heads' must be a list of positive integers")
+        try:
+            validate_model_args(arch, args)
+        except ModelArgsError as e:
+            raise CardError(f"config.json: {e}") from None
         return cls(arch, n, dict(args), heads)
 
 
@@ -102,12 +109,52 @@ def _jsonable(v: Any) -> bool:
         isinstance(v, (list, tuple)) and all(_jsonable(x) for x in v))
 
 
+# Arguments that make timm fetch or read weights, or change what create_model returns: never taken from a
+# config.json or a recipe (a checkpoint_path would have timm call torch.load, i.e. unpickle a file).
+_TIMM_CONTROL = frozenset({"pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "pretrained_strict",
+                           "checkpoint_path", "cache_dir", "scriptable", "exportable", "no_jit", "features_only",
+                           "feature_cfg", "out_indices", "feature_cls", "num_classes"})
+_LOADING_WORDS = re.compile(r"path|file|url|checkpoint|pretrain|cache|hub|weights|download|load", re.I)
+
+
+def _plain_value(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    return isinstance(value, (list, tuple)) and all(_plain_value(v) for v in value)
+
+
+def validate_model_args(architecture: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    """Check architecture kwargs before anything is built: a zoo net takes only its constructor's own
+    parameters; a timm net takes no argument that loads or fetches anything (``checkpoint_path``,
+    ``pretrained``, ``pretrained_cfg``, any name about paths, files, URLs or caches). Values must be plain
+    numbers, strings, booleans or lists of them. Returns the args; raises :class:`ModelArgsError`."""
+    for key, value in model_args.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise ModelArgsError(f"model_args: {key!r} is not an argument name")
+        if not _plain_value(value):
+            raise ModelArgsError(f"model_args.{key}: only numbers, strings, booleans and lists of them are allowed")
+    if architecture in _MODELS:
+        params = inspect.signature(_MODELS[architecture]).parameters
+        allowed = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"num_classes"}
+        unknown = sorted(set(model_args) - allowed)
+        if unknown:
+            raise ModelArgsError(f"model_args: {architecture} takes no argument {unknown[0]!r} "
+                                 f"(it takes: {', '.join(sorted(allowed)) or 'none'})")
+        return model_args
+    for key in model_args:
+        if key in _TIMM_CONTROL or _LOADING_WORDS.search(key):
+            raise ModelArgsError(f"model_args.{key}: not allowed (zoo never lets an architecture load or fetch "
+                                 f"weights; weights come from the expert's safetensors)")
+    return model_args
+
+
 def create_model(architecture: str, num_classes: int, heads: list[int] | None = None, **model_args: Any) -> nn.Module:
     """Build a model by architecture name: one of zoo's nets, else a timm model (never with downloaded weights).
 
     With ``heads``, the result is a :class:`~zoo.models.heads.MultiHeadNet`: the backbone's features feed one
     linear head per task, and ``num_classes`` must equal ``sum(heads)``.
     """
+    validate_model_args(architecture, model_args)  # nothing reaches a constructor (or timm) unchecked
     config = ModelConfig(architecture, num_classes, dict(model_args), list(heads) if heads is not None else None)
     if heads is not None:
         if sum(heads) != num_classes:
