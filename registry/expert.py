@@ -293,10 +293,13 @@ class Expert:
         loads files); ``deep`` also re-derives the id from the tensors."""
         for fname, record in self.card.files.items():
             got = sha256_file(self.path / fname)
+            where = f"{self.name} ({self.id}): {fname}"
             if got.size != record.size:
-                raise CorruptExpertError(f"{self.id}/{fname}: size {got.size} bytes, zoo.json records {record.size}")
+                raise CorruptExpertError(f"{where} does not match its sha256 in zoo.json: size {got.size} bytes, "
+                                         f"zoo.json records {record.size} (truncated or modified)")
             if got.sha256 != record.sha256:
-                raise CorruptExpertError(f"{self.id}/{fname}: sha256 mismatch (modified or corrupted)")
+                raise CorruptExpertError(f"{where} does not match its sha256 in zoo.json: sha256 mismatch "
+                                         f"(modified or corrupted)")
         self.config()
         if deep:
             expected = self.card.digest

@@ -13,6 +13,8 @@ import contextlib
 import functools
 import importlib
 import json
+import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -362,7 +364,8 @@ class HubRegistry(Registry):
         """The experts of ``cards`` downloaded (one request batch) into a temporary folder for the block."""
         # A system temporary folder, not a local registry's tmp/: another process opening that registry would
         # take an unlocked folder there for debris.
-        with tempfile.TemporaryDirectory(prefix="zoo-hub-") as tmp:
+        _sweep_stale_downloads()
+        with tempfile.TemporaryDirectory(prefix=f"zoo-hub-{os.getpid()}-") as tmp:
             yield self.download(cards, local_dir=tmp)
 
     def verify(self, refs: Iterable[str] | None = None) -> list[str]:
@@ -375,6 +378,38 @@ class HubRegistry(Registry):
             except ZooError as e:
                 problems.append(str(e))
         return problems
+
+
+_DOWNLOAD_DIR = re.compile(r"zoo-hub-(\d+)-[A-Za-z0-9_]+")
+
+
+def _sweep_stale_downloads() -> int:
+    """Remove the temporary download folders of killed zoo processes: ``zoo-hub-<pid>-*`` folders in the
+    system temporary folder whose process is gone (and that this user owns). Returns how many."""
+    import shutil
+
+    removed = 0
+    root = Path(tempfile.gettempdir())
+    for entry in root.iterdir():
+        m = _DOWNLOAD_DIR.fullmatch(entry.name)
+        if not m or entry.is_symlink() or not entry.is_dir():
+            continue
+        with contextlib.suppress(OSError):
+            if entry.stat().st_uid != os.getuid() or _alive(int(m.group(1))):
+                continue
+            shutil.rmtree(entry)
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # --- index.json ----------------------------------------------------------------------------------------------

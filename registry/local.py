@@ -393,8 +393,12 @@ class LocalRegistry(Registry):
         """Point ``tag`` at the expert ``ref`` names, moving the tag if it exists."""
         validate_tag(tag)
         card = self.card(ref)
-        with self._transaction() as cur:
-            cur.execute("INSERT INTO tags VALUES (?, ?) ON CONFLICT(tag) DO UPDATE SET id = excluded.id", (tag, card.id))
+        try:
+            with self._transaction() as cur:
+                cur.execute("INSERT INTO tags VALUES (?, ?) ON CONFLICT(tag) DO UPDATE SET id = excluded.id",
+                            (tag, card.id))
+        except sqlite3.IntegrityError:  # the expert was removed between resolving it and tagging it
+            raise ExpertNotFoundError(f"expert {card.id} was removed from {self.uri} meanwhile; nothing tagged") from None
         return card
 
     def untag(self, tag: str) -> None:

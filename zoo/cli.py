@@ -61,8 +61,27 @@ def _one_line(e: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"zoo: error: {message}", err=True)
+    click.echo(f"zoo: error: {printable(message)}", err=True)
     sys.exit(code)
+
+
+_UNPRINTABLE = None
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escapes, newlines, lone surrogates) shown as ``\\xNN`` /
+    ``\\uNNNN`` escapes: what a card or an argument holds must never drive the user's terminal."""
+    import re
+
+    global _UNPRINTABLE
+    if _UNPRINTABLE is None:
+        _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+def _json(data: Any, **kwargs: Any) -> str:
+    """JSON for stdout: strict (never NaN or Infinity, which are not JSON)."""
+    return json.dumps(data, indent=2, allow_nan=False, **kwargs)
 
 
 # --- shared options ----------------------------------------------------------------------------------------------
@@ -172,7 +191,7 @@ def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
     tags = reg.tags()
     rows = [_summary(c, tags) for c in cards]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(_json(rows))
         return
     if not rows:
         _say(f"no experts in {reg.uri}" + (" match" if any(v is not None for v in filters.values()) else ""))
@@ -182,7 +201,7 @@ def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
          r["created_at"][:19]] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        click.echo(printable("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()))
 
 
 def _tasks(ids: list[int]) -> str:
@@ -200,7 +219,7 @@ def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
     card = reg.card(ref)
     tags = sorted(t for t, i in reg.tags().items() if i == card.id)
     if as_json:
-        click.echo(json.dumps({**card.to_dict(), "registry_tags": tags}, indent=2, sort_keys=True))
+        click.echo(_json({**card.to_dict(), "registry_tags": tags}, sort_keys=True))
         return
     lines = [
         f"id            {card.id}",
@@ -215,12 +234,13 @@ def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
     if card.hyperparameters:
         lines.append("hyperparams   " + ", ".join(f"{k}={v}" for k, v in sorted(card.hyperparameters.items())))
     if card.metrics:
-        lines.append("metrics       " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(card.metrics.items())))
+        lines.append("metrics       " + ", ".join(f"{k}={'null' if v is None else f'{v:.4f}'}"
+                                                  for k, v in sorted(card.metrics.items())))
     if card.buffer:
         lines.append(f"buffer        {card.buffer.get('num_samples')} samples")
     lines.append("files")
     lines += [f"  {name:<40} {rec.size:>12,d} B  sha256 {rec.sha256[:16]}" for name, rec in card.files.items()]
-    click.echo("\n".join(lines))
+    click.echo("\n".join(printable(line) for line in lines))
 
 
 @main.command()
@@ -442,7 +462,7 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     reg = _open(registry_uri)
     report = evaluate_experts([reg.get(r) for r in refs], load_recipe(recipe_path), device=device)
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        click.echo(_json(report))
         return
     click.echo(f"{'task':>4}  {'classes':<20} {'class-IL':>8} {'task-IL':>8}")
     for row in report["tasks"]:
@@ -533,7 +553,7 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     plan = plan_next_round([reg.get(c.id) for c in cards], load_recipe(recipe_path),
                            BoostingConfig(k=k, normalize=normalize, loss_source=loss_source), n_groups, seed, device)
     if as_json:
-        click.echo(json.dumps(plan, indent=2))
+        click.echo(_json(plan))
         return
     click.echo(f"zoo: {len(plan['experts'])} expert(s) knowing task(s) {_tasks(plan['known_tasks']) or '-'}")
     click.echo(f"{'task':>4}  {'loss':>8}  {'weight':>8}")

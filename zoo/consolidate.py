@@ -23,6 +23,7 @@ from torch import nn
 
 from .augment import Augmentation, augment
 from .buffer import Buffer, balanced_indices
+from .schema import bounded
 from .models import features, features_and_logits
 from .train import EarlyStopping, autocast, class_mask, masked_logits, progress_bar
 
@@ -34,20 +35,20 @@ class ConsolidationConfig:
     As in the reference, the configured epochs run and the last weights are kept; ``patience`` turns on early
     stopping and ``restore_best`` keeps the best validation epoch (ties go to the later one)."""
 
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 0.01
-    weight_decay: float = 0.01
-    lambda_d: float = 1.0
+    epochs: int = bounded(100, ge=1)
+    batch_size: int = bounded(64, ge=1)
+    lr: float = bounded(0.01, ge=0)
+    weight_decay: float = bounded(0.01, ge=0)
+    lambda_d: float = bounded(1.0, ge=0)
     teacher: Literal["stored", "live"] = "stored"
     teacher_batching: Literal["auto", "batched", "looped"] = "auto"
     augment: Augmentation = "auto"
-    val_fraction: float = 0.1
-    patience: int | None = None
+    val_fraction: float = bounded(0.1, ge=0, lt=1)
+    patience: int | None = bounded(None, ge=0)
     restore_best: bool = False
-    plateau_patience: int = 10
-    plateau_factor: float = 0.1
-    steps_per_epoch: int | None = None
+    plateau_patience: int = bounded(10, ge=0)
+    plateau_factor: float = bounded(0.1, gt=0, le=1)
+    steps_per_epoch: int | None = bounded(None, ge=1)
     amp: bool = True
 
 

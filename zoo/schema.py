@@ -92,6 +92,27 @@ def convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None) -> Any:
+    """A dataclass field whose value :func:`parse` checks against bounds (``ge`` <=, ``gt`` <, ...), so that a
+    nonsense recipe value (``batch_size: 0``, ``patience: -1``) is one error naming the key."""
+    bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if v is not None}
+    return dataclasses.field(default=default, metadata={"bounds": bounds})
+
+
+def _check_bounds(value: Any, bounds: dict[str, float], path: str) -> None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value != value:  # NaN satisfies no bound
+        raise RecipeError(f"recipe: {path} must be a number, got NaN")
+    tests = {"ge": (value >= bounds.get("ge", 0), ">="), "gt": (value > bounds.get("gt", 0), ">"),
+             "le": (value <= bounds.get("le", 0), "<="), "lt": (value < bounds.get("lt", 0), "<")}
+    for key, limit in bounds.items():
+        ok, op = tests[key]
+        if not ok:
+            raise RecipeError(f"recipe: {path} must be {op} {limit:g}, got {value!r}")
+
+
 def parse(cls: type[T], data: Any, where: str) -> T:
     """Build the dataclass ``cls`` from a mapping, validating every key and value."""
     if data is None:
@@ -108,6 +129,7 @@ def parse(cls: type[T], data: Any, where: str) -> T:
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(fields))})"
             raise RecipeError(f"recipe: unknown key '{path}'{hint}")
         kwargs[key] = convert(hints[key], value, path)
+        _check_bounds(kwargs[key], fields[key].metadata.get("bounds", {}), path)
     for name, f in fields.items():
         if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise RecipeError(f"recipe: missing key '{where + '.' if where else ''}{name}'")

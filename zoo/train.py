@@ -28,27 +28,28 @@ from torch import nn
 
 from .augment import Augmentation, augment
 from .data import Split
+from .schema import bounded
 
 
 @dataclass
 class TrainConfig:
     """Optimisation settings of one training run (the recipe's ``training`` block)."""
 
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = bounded(10, ge=1)
+    batch_size: int = bounded(64, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = 1e-3
-    momentum: float = 0.9
+    lr: float = bounded(1e-3, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = 0.0
+    weight_decay: float = bounded(0.0, ge=0)
     schedule: Literal["none", "cosine", "step", "plateau"] = "none"
     milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    label_smoothing: float = 0.0
+    gamma: float = bounded(0.1, gt=0, le=1)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
     augment: Augmentation = "none"
-    patience: int | None = None
+    patience: int | None = bounded(None, ge=0)
     restore_best: bool = False
-    eval_batch_size: int = 2048
+    eval_batch_size: int = bounded(2048, ge=1)
     amp: bool = True
     channels_last: bool = True
 

@@ -12,6 +12,7 @@ from torch import nn
 from ..buffer import balanced_indices
 from ..data import Split
 from ..metrics import Predictor
+from ..schema import bounded
 from ..train import fit
 from .base import Method, NoParams, register_method
 
@@ -112,10 +113,10 @@ class ReplayParams:
     training (early stopping, ``restore_best``, plateau), a class-balanced ``val_fraction`` of the memory is
     held out of replay and validates beside the task's own validation split."""
 
-    memory_size: int = 200
-    replay_batch_size: int | None = None
+    memory_size: int = bounded(200, ge=0)
+    replay_batch_size: int | None = bounded(None, ge=1)
     loss_classes: Literal["seen", "task", "all"] = "seen"
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, ge=0, lt=1)
 
 
 class Reservoir:

@@ -31,6 +31,7 @@ from ..data import Split
 from .base import Method, register_method, test_metrics
 from ..metrics import Predictor
 from ..models import ModelConfig, build_from_config, features
+from ..schema import bounded
 from ..train import TrainConfig, fit, prepare_model, resolve_device
 
 
@@ -43,18 +44,18 @@ class BMCParams:
     base's loss per task after each consolidation. ``sequential`` (the paper) trains each expert on its task.
     """
 
-    batch_tasks: int = 4
-    lambda_s: float = 1.0
+    batch_tasks: int = bounded(4, ge=1)
+    lambda_s: float = bounded(1.0, ge=0)
     stability_on: Literal["memory", "task"] = "memory"
-    buffer_fraction: float = 0.1
-    buffer_size: int = 2000
-    memory_size: int = 10000
+    buffer_fraction: float = bounded(0.1, gt=0, le=1)
+    buffer_size: int = bounded(2000, ge=1)
+    memory_size: int = bounded(10000, ge=1)
     consolidation: ConsolidationConfig = field(default_factory=ConsolidationConfig)
     schedule: Literal["sequential", "boosting"] = "sequential"
-    k: int = 3
+    k: int = bounded(3, ge=1)
     executor: Literal["local", "process", "ray"] = "local"
-    num_gpus: float = 0.0
-    max_retries: int = 2
+    num_gpus: float = bounded(0.0, ge=0)
+    max_retries: int = bounded(2, ge=0)
     ray_address: str | None = None
 
 

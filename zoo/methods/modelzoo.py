@@ -26,6 +26,7 @@ from ..ensemble import Member, ZooEnsemble, nll_per_task
 from .base import Method, NoParams, register_method
 from ..metrics import Predictor
 from ..models import create_model
+from ..schema import bounded
 from ..schedule import BoostingConfig, BoostingScheduler
 from ..train import fit, prepare_model
 
@@ -34,11 +35,11 @@ from ..train import fit, prepare_model
 class ModelZooParams:
     """Model Zoo's parameters (ALGORITHMS.md §1)."""
 
-    k: int = 5
+    k: int = bounded(5, ge=1)
     round_size: Literal["paper", "mzc"] = "paper"
     normalize: Literal["seen", "all"] = "seen"
     loss_source: Literal["train", "val"] = "train"
-    replay_frac: float | None = None
+    replay_frac: float | None = bounded(None, gt=0, le=1)
 
 
 def replay_subset(split: Split, classes: list[int], replay_frac: float, seed: int, task_id: int) -> torch.Tensor:

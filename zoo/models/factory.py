@@ -123,6 +123,19 @@ def _plain_value(value: Any) -> bool:
     return isinstance(value, (list, tuple)) and all(_plain_value(v) for v in value)
 
 
+def _check_size_arg(architecture: str, key: str, value: Any, annotation: Any) -> None:
+    """zoo's nets take sizes (integers >= 1; ``depth`` may be 0) and a dropout rate in [0, 1)."""
+    if annotation in ("int", int):
+        low = 0 if key == "depth" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ModelArgsError(f"model_args.{key}: {architecture} needs an integer >= {low}, got {value!r}")
+    elif annotation in ("float", float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ModelArgsError(f"model_args.{key}: {architecture} needs a number, got {value!r}")
+        if key == "dropout" and not 0 <= value < 1:
+            raise ModelArgsError(f"model_args.dropout: must be in [0, 1), got {value!r}")
+
+
 def validate_model_args(architecture: str, model_args: dict[str, Any]) -> dict[str, Any]:
     """Check architecture kwargs before anything is built: a zoo net takes only its constructor's own
     parameters; a timm net takes no argument that loads or fetches anything (``checkpoint_path``,
@@ -140,6 +153,8 @@ def validate_model_args(architecture: str, model_args: dict[str, Any]) -> dict[s
         if unknown:
             raise ModelArgsError(f"model_args: {architecture} takes no argument {unknown[0]!r} "
                                  f"(it takes: {', '.join(sorted(allowed)) or 'none'})")
+        for key, value in model_args.items():
+            _check_size_arg(architecture, key, value, params[key].annotation)
         return model_args
     for key in model_args:
         if key in _TIMM_CONTROL or _LOADING_WORDS.search(key):
