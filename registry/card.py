@@ -191,7 +191,7 @@ def plain_text(value: str, source: str, where: str, limit: int = 1024) -> str:
 def _count(value: Any, where: str, source: str) -> int:
     """A non-negative integer that fits the index."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
-        raise CardError(f"{source}: field '{where}' must be a non-negative 64-bit integer")
+        raise CardError(f"{source}: field '{where}' must be a non-negative integer of at most 64 bits")
     return value
 
 
@@ -229,7 +229,8 @@ def _sha(value: Any, where: str, source: str) -> str:
 def _parse_card(data: Any, source: str) -> ExpertCard:
     if not isinstance(data, dict):
         raise CardError(f"{source}: expected a JSON object, got {type(data).__name__}")
-    check_json_value(data, "card", source)
+    for key, value in data.items():
+        check_json_value(value, str(key), source)
     version = _require(data, "format_version", int, source)
     if version > FORMAT_VERSION:
         raise CardError(f"{source}: format_version {version} is newer than this zoo understands ({FORMAT_VERSION})")

@@ -84,6 +84,26 @@ def _json(data: Any, **kwargs: Any) -> str:
     return json.dumps(data, indent=2, allow_nan=False, **kwargs)
 
 
+class _FiniteFloat(click.ParamType):
+    """A finite, non-negative number (NaN, infinities and negative rates are refused at the command line)."""
+
+    name = "number"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} must be a finite number >= 0", param, ctx)
+        return number
+
+
+FINITE = _FiniteFloat()
+
+
 # --- shared options ----------------------------------------------------------------------------------------------
 
 def registry_option(fn: Callable) -> Callable:
@@ -122,7 +142,11 @@ def _open(uri: str | None, create: bool = False, **kwargs: Any) -> Registry:
     uri = uri or default_registry_uri()
     if uri.startswith("hf://"):
         return open_registry(uri, **kwargs)
-    return open_registry(uri, create=create)
+    reg = open_registry(uri, create=create)
+    for expert_id, why in sorted(getattr(reg, "unreadable", {}).items()):
+        click.echo(printable(f"zoo: warning: {reg.uri}/experts/{expert_id} cannot be indexed ({why}); "
+                             f"`zoo rm {expert_id}` or `zoo gc` removes it"), err=True)
+    return reg
 
 
 @contextmanager
@@ -479,14 +503,14 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 @click.option("--to", "dest", metavar="URI", help="Registry to write the new base to (default: --registry).")
 @click.option("--as", "new_name", metavar="NAME", help="Name of the new base (default: <base name>-bmc).")
 @click.option("--tag-as", "new_tag", metavar="TAG", help="Point this tag (e.g. base:latest) at the new base.")
-@click.option("--epochs", type=int, default=100, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=0.01, show_default=True)
-@click.option("--lambda-d", type=float, default=1.0, show_default=True, help="Weight of the feature distillation.")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=FINITE, default=0.01, show_default=True)
+@click.option("--lambda-d", type=FINITE, default=1.0, show_default=True, help="Weight of the feature distillation.")
 @click.option("--teacher", type=click.Choice(["stored", "live"]), default="stored", show_default=True)
-@click.option("--memory-size", type=int, default=10000, show_default=True)
-@click.option("--weight-decay", type=float, default=0.01, show_default=True, help="AdamW weight decay.")
-@click.option("--patience", type=int, default=None,
+@click.option("--memory-size", type=click.IntRange(min=1), default=10000, show_default=True)
+@click.option("--weight-decay", type=FINITE, default=0.01, show_default=True, help="AdamW weight decay.")
+@click.option("--patience", type=click.IntRange(min=0), default=None,
               help="Stop after this many epochs without a better validation loss (default: run every epoch).")
 @click.option("--restore-best", is_flag=True, help="Keep the best validation epoch's weights, not the last.")
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
@@ -528,8 +552,8 @@ def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[
               help="The recipe whose task stream the zoo is scored on.")
 @registry_option
 @filter_options
-@click.option("--k", type=int, default=5, show_default=True, help="Group size: the new task + up to k-1 past tasks.")
-@click.option("--groups", "n_groups", type=int, default=1, show_default=True, help="Disjoint groups to draw.")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="Group size: the new task + up to k-1 past tasks.")
+@click.option("--groups", "n_groups", type=click.IntRange(min=1), default=1, show_default=True, help="Disjoint groups to draw.")
 @click.option("--normalize", type=click.Choice(["seen", "all"]), default="seen", show_default=True)
 @click.option("--loss-source", type=click.Choice(["train", "val"]), default="train", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from registry import Expert
+from registry.errors import ZooError
 
 from .ensemble import ZooEnsemble
 from .metrics import evaluate_stage
@@ -21,7 +22,25 @@ def ensemble_on_stream(experts: Sequence[Expert], recipe: Any, device: str | Non
 
     dev = resolve_device(device or recipe.device)
     stream = build_stream(recipe.stream).to(dev)
-    return stream, ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+    ensemble = ZooEnsemble.from_experts(experts, stream.num_classes, dev)
+    _check_inputs(experts, ensemble, stream)
+    return stream, ensemble
+
+
+def _check_inputs(experts: Sequence[Expert], ensemble: ZooEnsemble, stream: Any) -> None:
+    """One sample through every member first, so that an expert built for other inputs is one clear error
+    naming it, not a shape error deep inside a matrix product."""
+    import torch
+
+    x = stream.tasks[0].test.x[:1]
+    with torch.no_grad():
+        for expert, member in zip(experts, ensemble.members):
+            try:
+                member.model.eval()(x)
+            except RuntimeError as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ZooError(f"expert {expert.name} ({expert.id}) cannot take the recipe's inputs of shape "
+                               f"{tuple(x.shape[1:])}: {first}") from None
 
 
 def evaluate_experts(experts: Sequence[Expert], recipe: Any, device: str | None = None) -> dict[str, Any]:

@@ -117,6 +117,15 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
     return combined
 
 
+def _inside(out: Path, *parts: str) -> Path:
+    """``out / parts`` after checking that it stays inside the run folder (recipe names are validated as
+    expert names already; this is the last line of defence before a write)."""
+    path = out.joinpath(*parts)
+    if not path.resolve().is_relative_to(out.resolve()) or path.resolve() == out.resolve():
+        raise ZooError(f"run: {'/'.join(parts)} would be written outside the run folder {out}")
+    return path
+
+
 def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, list[float]]:
     """b_j for FWT: a freshly initialised model on task j, each protocol as R[j-1][j] is measured."""
     torch.manual_seed(seed)
@@ -133,7 +142,8 @@ def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, l
 
 def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: torch.device,
                 baseline: dict[str, list[float]], reg: Registry | None, opts: RunOptions, out: Path) -> dict[str, Any]:
-    ckpt_dir = out / "checkpoints" / spec.key
+    ckpt_dir = _inside(out, "checkpoints", spec.key)
+    _inside(out, spec.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     progress_file = ckpt_dir / "progress.json"
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": []}
