@@ -103,3 +103,19 @@ def test_consolidate_against_the_hub(digits_registry, hub_server, hub_repo):
     assert _accuracy(hub.get("hub-base").model(), stream) > 0.85
     code, out, _ = zoo("list", "--registry", uri, "--json", "--method", "bmc-consolidation")
     assert [r["name"] for r in json.loads(out)] == ["hub-base"]
+
+
+@pytest.mark.parametrize("lr", ["1e30", "1e12"])
+def test_a_diverging_consolidation_still_leaves_a_healthy_registry(digits_registry, lr):
+    """Issue 9: a diverging run (NaN losses) used to store a card the index could not hold and brick the
+    registry. Its non-finite metrics are now stored as null and the registry stays whole."""
+    reg, _ = digits_registry
+    code, _, err = zoo("--quiet", "consolidate", "--base", "base", "--experts", "expert-0", "--registry",
+                       str(reg.root), "--epochs", "2", "--lr", lr, "--as", f"diverged-{lr}")
+    assert code == 0, err
+    again = LocalRegistry(reg.root)
+    card = again.card(f"diverged-{lr}")
+    assert all(v is None or v == v for v in card.metrics.values())
+    assert again.verify() == []
+    code, out, _ = zoo("list", "--registry", str(reg.root), "--json")
+    assert code == 0 and "NaN" not in out
