@@ -291,7 +291,7 @@ def build_many(root: Path, n: int, pop: Population, mode: str) -> tuple[LocalReg
             pop.record(reg.save(model, **fields))
         steps.append((f"LocalRegistry.save x {n:,} (write + fsync + index)", time.perf_counter() - t0))
     else:
-        (root / "experts").mkdir(parents=True)
+        LocalRegistry(root).close()  # an empty, marked registry; its folders are then written directly
         staging = root.parent / "staging"
         t0 = time.perf_counter()
         for _ in range(n):
