@@ -90,6 +90,10 @@ class LocalRegistry(Registry):
         marker = self.root / MARKER_FILE
         if not marker.exists():
             if not create:
+                if self.root.is_dir() and any(self.root.iterdir()):
+                    legacy = (self.root / "experts").is_dir() and (self.root / "index.sqlite").is_file()
+                    raise ZooError(f"{self.root} is not a zoo registry (no {MARKER_FILE})" + (
+                        "; if an earlier zoo made it, `zoo gc --adopt` marks it" if legacy else ""))
                 raise ZooError(f"no registry at {self.root} (use --registry PATH, or add an expert to create one)")
             self._create()
         self._check_marker(marker)
@@ -106,6 +110,44 @@ class LocalRegistry(Registry):
             raise
         self.repair()
         self._analyze_once()
+
+    @classmethod
+    def adopt(cls, root: str | Path) -> "LocalRegistry":
+        """Mark a registry made by a zoo before markers existed (an ``experts/`` folder of expert ids and an
+        ``index.sqlite`` holding exactly zoo's tables), then open it. An explicit step: zoo never adopts a
+        folder on its own."""
+        root = Path(root).expanduser()
+        if (root / MARKER_FILE).exists():
+            return cls(root, create=False)
+        db_path = root / "index.sqlite"
+        if not (root / "experts").is_dir() or not db_path.is_file():
+            raise ZooError(f"{root} has no experts/ folder and index.sqlite: nothing to adopt")
+        strays = [p.name for p in (root / "experts").iterdir() if not is_expert_id(p.name)]
+        if strays:
+            raise ZooError(f"{root}/experts holds {strays[0]!r}, which is not an expert id: not adopting")
+        expected = {"experts", "expert_tasks", "parents", "labels", "metrics", "tags"}
+        try:
+            db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                          if not r[0].startswith("sqlite_")}
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as e:
+            raise ZooError(f"{db_path}: not a readable SQLite index ({e})") from None
+        if tables != expected:
+            raise ZooError(f"{db_path} does not hold zoo's index tables (found: {', '.join(sorted(tables)) or 'none'})")
+        db = sqlite3.connect(db_path, isolation_level=None)
+        try:
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        finally:
+            db.close()
+        for sub in ("tmp", "trash"):
+            (root / sub).mkdir(exist_ok=True)
+        tmp = root / (MARKER_FILE + ".tmp")
+        tmp.write_text(json.dumps({"format": "zoo-registry", "version": REGISTRY_FORMAT}) + "\n")
+        os.replace(tmp, root / MARKER_FILE)
+        return cls(root, create=False)
 
     def _init_index(self) -> None:
         """Check the index is zoo's (its application id), or make one where the marked registry has none
@@ -133,7 +175,7 @@ class LocalRegistry(Registry):
         """Make a new registry: only in a folder that is absent or empty, marker written last."""
         if self.root.exists() and (not self.root.is_dir() or any(self.root.iterdir())):
             raise ZooError(f"{self.root} is not a zoo registry (no {MARKER_FILE}) and is not an empty folder: "
-                           f"choose another folder")
+                           f"choose another folder (a registry made before markers: `zoo gc --adopt`)")
         self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("experts", "tmp", "trash"):
             (self.root / sub).mkdir(exist_ok=True)

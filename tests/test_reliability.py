@@ -588,3 +588,19 @@ def test_fuzzed_headers_and_cards_never_break_the_registry(tmp_path, reg_root):
         assert reg.verify() == [], what
         reg.close()
     assert accepted < 30
+
+
+def test_a_registry_from_before_markers_is_adopted_only_on_request(tmp_path, reg_root):
+    (reg_root / "zoo-registry.json").unlink()  # as an older zoo left it
+    with sqlite3.connect(reg_root / "index.sqlite") as db:
+        db.execute("PRAGMA application_id = 0")
+    code, _, err = zoo("list", "--registry", str(reg_root))
+    assert code != 0 and "gc --adopt" in err
+    code, out, err = zoo("gc", "--adopt", "--registry", str(reg_root))
+    assert code == 0, err
+    assert sorted(c.name for c in LocalRegistry(reg_root).find()) == ["alpha", "beta"]
+    # a foreign folder is not adopted
+    folder = _foreign_folder(tmp_path)
+    before = _tree(folder)
+    code, _, err = zoo("gc", "--adopt", "--registry", str(folder))
+    assert code != 0 and err.count("\n") == 1 and _tree(folder) == before

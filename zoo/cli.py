@@ -591,8 +591,18 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 @main.command()
 @registry_option
-def gc(registry_uri: str | None) -> None:
+@click.option("--adopt", is_flag=True, help="First mark a registry made by a zoo from before registry markers.")
+def gc(registry_uri: str | None, adopt: bool) -> None:
     """Clean a local registry: delete debris of interrupted writes, re-sync the index, compact it."""
+    if adopt:
+        from registry.uri import is_hub_uri
+
+        uri = registry_uri or default_registry_uri()
+        if is_hub_uri(uri):
+            raise ZooError("gc applies to local registries only")
+        from registry.local import LocalRegistry
+
+        LocalRegistry.adopt(uri.removeprefix("file://")).close()
     reg = _open(registry_uri)
     if not hasattr(reg, "gc"):
         raise ZooError("gc applies to local registries only")
