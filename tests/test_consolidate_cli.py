@@ -63,7 +63,7 @@ def test_consolidate_local(digits_registry):
 
 def test_consolidate_selects_experts_by_task(digits_registry):
     reg, _ = digits_registry
-    code, out, err = zoo("--quiet", "consolidate", "--base", "base", "--task", "1", "--method", "bmc-expert",
+    code, out, err = zoo("--quiet", "consolidate", "--base", "base", "--task", "1", "--trained-with", "bmc-expert",
                          "--registry", str(reg.root),
                          "--epochs", "2", "--as", "only-task-1")
     assert code == 0, err

@@ -113,15 +113,18 @@ def registry_option(fn: Callable) -> Callable:
                              "~/.cache/zoo/registry).")(fn)
 
 
-def filter_options(fn: Callable) -> Callable:
-    """Filters that select experts: task, architecture, parent, tag, name, method, label, metric."""
+def filter_options(fn: Callable | None = None, *, method_flag: str = "--method") -> Callable:
+    """Filters that select experts: task, architecture, parent, tag, name, method, label, metric. A command
+    whose own ``--method`` means something else (``zoo consolidate``) names the filter ``method_flag``."""
+    if fn is None:
+        return lambda f: filter_options(f, method_flag=method_flag)
     for opt in reversed([
         click.option("--task", type=int, help="Experts trained on this global task id."),
         click.option("--arch", "architecture", help="Experts of this architecture."),
         click.option("--parent", help="Experts derived from this expert id."),
         click.option("--tag", help="The expert this registry tag points at."),
         click.option("--name", help="Experts with this name."),
-        click.option("--method", help="Experts trained with this method."),
+        click.option(method_flag, "method", help="Experts trained with this method."),
         click.option("--label", help="Experts carrying this card label."),
         click.option("--metric", help="A metric condition on a card's metric, named for its split, such as "
                                        "'test_class_il_accuracy>=0.9' or 'val_accuracy>0.8'."),
@@ -470,6 +473,45 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
     click.echo(f"\nresults: {out / 'results.json'}")
 
 
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise click.UsageError(f"--input-shape expects integers such as 1,28,28, got {text!r}") from None
+    if not shape or any(d < 1 for d in shape):
+        raise click.UsageError(f"--input-shape expects positive integers such as 1,28,28, got {text!r}")
+    return shape
+
+
+def _distill(reg: Registry, experts: list[str], base_id: str | None, dest: str | None, new_name: str | None,
+             source: str, student_arch: str | None, shape: tuple[int, ...] | None, aux_dataset: str | None,
+             buffer_size: int, cfg: Any, inversion_steps: int, device: str | None,
+             seed: int) -> tuple[ExpertCard, Registry]:
+    import torch
+
+    from zoo.distill import distill_registry_experts
+    from zoo.synthetic import InversionConfig
+
+    if student_arch is not None:
+        from zoo.models import is_known_architecture
+
+        if not is_known_architecture(student_arch):
+            raise ZooError(f"unknown architecture {student_arch!r} for --student-arch")
+    aux = None
+    if source == "aux":
+        if aux_dataset is None:
+            raise click.UsageError("--source aux needs --aux DATASET")
+        from zoo.data import build_stream
+
+        aux = torch.cat([t.train.x for t in build_stream({"dataset": aux_dataset}).tasks])
+    target = _open(dest, create=True) if dest else None
+    card = distill_registry_experts(
+        reg, experts, cfg, source=source, inversion=InversionConfig(steps=inversion_steps), buffer_size=buffer_size,
+        base_ref=base_id, student_arch=student_arch, input_shape=shape, aux_inputs=aux, name=new_name, target=target,
+        device=device, seed=seed, progress=not _quiet())
+    return card, (target or reg)
+
+
 @main.command("eval")
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(path_type=Path),
@@ -495,11 +537,14 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 
 @main.command()
-@click.option("--base", "base_ref", required=True, help="The base model to consolidate into (id, name, tag).")
+@click.option("--method", "how", type=click.Choice(["bmc", "exmodel"]), default="bmc", show_default=True,
+              help="bmc: batched consolidation from the experts' buffers; exmodel: data-free distillation.")
+@click.option("--base", "base_ref", help="The base model to consolidate into (id, name, tag); required for bmc, "
+                                         "the starting student for exmodel.")
 @click.option("--experts", "expert_refs", multiple=True, help="Experts to consolidate (repeat, or use filters).")
 @click.option("--memory", "memory_refs", multiple=True, help="Earlier experts whose buffers form the memory.")
 @registry_option
-@filter_options
+@filter_options(method_flag="--trained-with")
 @click.option("--to", "dest", metavar="URI", help="Registry to write the new base to (default: --registry).")
 @click.option("--as", "new_name", metavar="NAME", help="Name of the new base (default: <base name>-bmc).")
 @click.option("--tag-as", "new_tag", metavar="TAG", help="Point this tag (e.g. base:latest) at the new base.")
@@ -513,28 +558,61 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 @click.option("--patience", type=click.IntRange(min=0), default=None,
               help="Stop after this many epochs without a better validation loss (default: run every epoch).")
 @click.option("--restore-best", is_flag=True, help="Keep the best validation epoch's weights, not the last.")
+@click.option("--source", type=click.Choice(["inversion", "noise", "aux"]), default="inversion", show_default=True,
+              help="exmodel: where the synthetic inputs come from.")
+@click.option("--student-arch", help="exmodel: the student's architecture (default: the first expert's).")
+@click.option("--input-shape", help="exmodel: the input shape, e.g. 1,28,28 (default: from the experts' cards).")
+@click.option("--aux", "aux_dataset", help="exmodel --source aux: the auxiliary data set (e.g. digits).")
+@click.option("--buffer-size", type=click.IntRange(min=1), default=5000, show_default=True,
+              help="exmodel: synthetic samples kept in all.")
+@click.option("--iterations", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="exmodel: student steps per expert.")
+@click.option("--distill-lr", type=FINITE, default=0.1, show_default=True, help="exmodel: the student's SGD lr.")
+@click.option("--inversion-steps", type=click.IntRange(min=1), default=500, show_default=True,
+              help="exmodel --source inversion: optimisation steps.")
+@click.option("--loss", type=click.Choice(["mse", "kd"]), default="mse", show_default=True, help="exmodel: loss.")
+@click.option("--bias-normalization", is_flag=True, help="exmodel: centre each model's logits before combining.")
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def consolidate(base_ref: str, expert_refs: tuple[str, ...], memory_refs: tuple[str, ...], registry_uri: str | None,
-                dest: str | None, new_name: str | None, new_tag: str | None, epochs: int, batch_size: int, lr: float,
-                lambda_d: float, teacher: str, memory_size: int, weight_decay: float, patience: int | None,
-                restore_best: bool, device: str | None, seed: int,
+def consolidate(how: str, base_ref: str | None, expert_refs: tuple[str, ...], memory_refs: tuple[str, ...],
+                registry_uri: str | None, dest: str | None, new_name: str | None, new_tag: str | None, epochs: int,
+                batch_size: int, lr: float, lambda_d: float, teacher: str, memory_size: int, weight_decay: float,
+                patience: int | None, restore_best: bool, source: str, student_arch: str | None,
+                input_shape: str | None, aux_dataset: str | None, buffer_size: int, iterations: int, distill_lr: float,
+                inversion_steps: int, loss: str, bias_normalization: bool, device: str | None, seed: int,
                 **filters: Any) -> None:
-    """BMC consolidation: distil a batch of experts (with their buffers) into a new base model.
+    """Build a new base model from registry experts.
 
-    Experts are named with --experts and/or selected with filters (e.g. --task 3). The new base is written
-    to the registry with lineage (parents: the base and every expert) and a card embedding the recipe.
+    --method bmc (default): BMC's batched consolidation of the experts' buffers into --base.
+    --method exmodel: Ex-Model distillation without any data: a student (--base, or a fresh --student-arch)
+    learns the experts in task order from synthetic inputs (--source inversion|noise|aux); the experts may
+    have different architectures. Experts are named with --experts and/or selected with filters (e.g.
+    --task 3; --trained-with selects by the experts' training method). The result is written with its
+    lineage (parents: the base and every expert) and every setting in its card.
     """
     from zoo.consolidate import ConsolidationConfig, consolidate_experts
 
     if new_tag is not None:
         validate_tag(new_tag)  # before any work: a bad tag must not leave a new base behind
+    shape = _shape(input_shape) if input_shape else None
+    if how == "bmc" and base_ref is None:
+        raise click.UsageError("--method bmc needs --base (the base model to consolidate into)")
     reg = _open(registry_uri)
     query = _query(**filters)
     if not expert_refs and query is None:
         raise click.UsageError("name experts with --experts or select them with a filter such as --task")
-    base_id = reg.card(base_ref).id
+    base_id = reg.card(base_ref).id if base_ref else None
     experts = [c.id for c in reg.select(expert_refs, query) if c.id != base_id]
+    if how == "exmodel":
+        from zoo.distill import DistillConfig
+
+        cfg_d = DistillConfig(iterations=iterations, lr=distill_lr, loss=loss, bias_normalization=bias_normalization)
+        card, out = _distill(reg, experts, base_id, dest, new_name, source, student_arch, shape, aux_dataset,
+                             buffer_size, cfg_d, inversion_steps, device, seed)
+        if new_tag:
+            out.tag(new_tag, card.id)
+        click.echo(f"distilled {len(experts)} expert(s) into {card.name} ({card.id}) in {out.uri}")
+        return
     cfg = ConsolidationConfig(epochs=epochs, batch_size=batch_size, lr=lr, lambda_d=lambda_d, teacher=teacher,
                               weight_decay=weight_decay, patience=patience, restore_best=restore_best)
     target = _open(dest, create=True) if dest else None

@@ -106,10 +106,11 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
         return prepare_model(create_model(recipe.model.architecture, stream.num_classes, **recipe.model.args), device)
 
     baseline = _fresh_model_baseline(new_model, stream, recipe.seed)
+    shared: dict[Any, Any] = {}  # work several methods of this run share (see RunContext.shared)
     combined: dict[str, Any] = {"recipe": recipe.to_data(), "stream": stream.describe(), "device": str(device),
                                 "machine": _machine(), "methods": {}}
     for spec in recipe.methods:
-        result = _run_method(recipe, spec, stream, new_model, device, baseline, reg, opts, out)
+        result = _run_method(recipe, spec, stream, new_model, device, baseline, reg, opts, out, shared)
         result["timings"]["data_load_s"] = load_s
         combined["methods"][spec.key] = result
     combined["timings"] = {"total_s": time.perf_counter() - start}
@@ -141,7 +142,7 @@ def _fresh_model_baseline(new_model: Any, stream: Any, seed: int) -> dict[str, l
 
 
 def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: torch.device,
-                baseline: dict[str, list[float]], reg: Registry | None, opts: RunOptions, out: Path) -> dict[str, Any]:
+                baseline: dict[str, list[float]], reg: Registry | None, opts: RunOptions, out: Path, shared: dict[Any, Any]) -> dict[str, Any]:
     ckpt_dir = _inside(out, "checkpoints", spec.key)
     _inside(out, spec.key)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +150,7 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
     done = json.loads(progress_file.read_text()) if progress_file.exists() else {"stages": []}
     seed_everything(recipe.seed)
     ctx = RunContext(stream=stream, new_model=new_model, training=method_training(recipe, spec), device=device,
+                     shared=shared,
                      seed=recipe.seed, progress=opts.progress, architecture=recipe.model.architecture,
                      model_args=dict(recipe.model.args))
     method = get_method(spec.method)(spec.params, ctx)

@@ -63,6 +63,9 @@ class RunContext:
     progress: bool = True
     architecture: str = ""
     model_args: dict[str, Any] = dataclasses.field(default_factory=dict)
+    shared: dict[Any, Any] = dataclasses.field(default_factory=dict)
+    """Shared by every method of one run: work two methods would repeat identically (e.g. the Ex-Model
+    experts, which every source distils from) is done once and kept here."""
 
 
 @dataclass
