@@ -175,7 +175,8 @@ def test_exmodel_students_learn_from_experts_alone(digits_run):
     for m in results["methods"].values():
         assert_metrics_recompute(m)
     replay = results["methods"]["replay"]
-    assert all(s["info"].get("breaks_setting") for s in replay["stages"])
+    assert all(s["info"].get("breaks_setting") for s in replay["stages"]) and replay["breaks_setting"] is True
+    assert "breaks_setting" not in results["methods"]["inversion"]
     assert not any(s["info"].get("breaks_setting") for s in results["methods"]["inversion"]["stages"])
     # the buffer: a fixed total split over the experts (500 // 5 = 100 per expert at the end)
     assert results["methods"]["inversion"]["stages"][-1]["info"]["buffer"] == 500
@@ -322,3 +323,13 @@ def test_consolidate_exmodel_errors(hetero_experts):
     code, _, err = zoo("consolidate", "--label", "digits", "--registry", str(reg.root))
     assert code != 0 and "needs --base" in err
     assert snapshot(reg.root) == before
+
+
+def test_the_inversion_benchmark_runs():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "inversion.py"), "--quick", "--batch", "8", "--steps", "1",
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "resnet32" in done.stdout and "image-steps / s" in done.stdout

@@ -215,6 +215,8 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
                     "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
         "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],
     })
+    if any(s["info"].get("breaks_setting") for s in stages):  # e.g. Ex-Model's replay source: real data
+        result["breaks_setting"] = True
     (out / key).mkdir(exist_ok=True)
     _write_json(out / key / "results.json", {**result, "recipe": recipe.to_data()})
     plot_accuracy_matrix(result, out / key / "accuracy_matrix.png", title=f"{recipe.name}: {key}")
