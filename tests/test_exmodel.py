@@ -89,7 +89,8 @@ def test_the_bn_prior_is_the_sum_over_every_bn_layer():
     assert perturbed != pytest.approx(base)
     terms = []
     inputs = {}
-    hooks = [m.register_forward_hook(lambda m, i, o, k=k: inputs.__setitem__(k, i[0])) for k, m in ((1, net[1]), (4, net[4]))]
+    hooks = [m.register_forward_hook(lambda m, i, o, k=k: inputs.__setitem__(k, i[0].detach()))
+             for k, m in ((1, net[1]), (4, net[4]))]
     net(x)
     for h in hooks:
         h.remove()
