@@ -56,7 +56,10 @@ class MethodSpec:
 
 @dataclass
 class Recipe:
-    """A whole run: see the module docstring."""
+    """A whole run: see the module docstring. ``model`` is the architecture of task 0; ``model_changes``
+    maps a later task index to the architecture that takes over there (an architecture stream, for HCL).
+    In YAML, ``model`` is one mapping, a list with one architecture per task, or a mapping from task index
+    to architecture (the last one carried forward)."""
 
     name: str
     stream: StreamSpec
@@ -67,15 +70,43 @@ class Recipe:
     device: str = "auto"
     registry: str | None = None
     description: str = ""
+    model_changes: dict[int, ModelSpec] = field(default_factory=dict)
+
+    def model_at(self, t: int) -> ModelSpec:
+        """The architecture (and arguments) of task ``t``: the last change at or before ``t``."""
+        spec = self.model
+        for k in sorted(self.model_changes):
+            if k <= t:
+                spec = self.model_changes[k]
+        return spec
 
     def to_data(self) -> dict[str, Any]:
         """The recipe as plain data (resolved: every default filled in)."""
         data = to_data(self)
+        changes = data.pop("model_changes")
+        if changes:
+            data["model"] = {0: data["model"], **{int(k): v for k, v in sorted(changes.items())}}
         data["methods"] = [
             {"method": m.method, **({"label": m.label} if m.label else {}), **to_data(m.params),
              **({"training": to_data(m.training)} if m.training is not None else {})}
             for m in self.methods]
         return data
+
+
+def _model_stream(value: Any) -> tuple[Any, dict[int, Any]]:
+    """(architecture of task 0, {task index: architecture} where it changes) from a recipe's ``model``: one
+    mapping, a list (one per task), or a mapping from task index to architecture (carried forward)."""
+    if isinstance(value, list):
+        if not value:
+            raise RecipeError("recipe: model: the architecture list is empty")
+        return value[0], {i: v for i, v in enumerate(value) if i > 0 and v != value[i - 1]}
+    if isinstance(value, dict) and value and all(isinstance(k, int) and not isinstance(k, bool) for k in value):
+        if 0 not in value:
+            raise RecipeError("recipe: model: an architecture stream must give task 0's architecture")
+        if any(k < 0 for k in value):
+            raise RecipeError("recipe: model: task indices must be >= 0")
+        return value[0], {k: v for k, v in sorted(value.items()) if k > 0}
+    return value, {}
 
 
 def _method_spec(entry: Any, index: int, base_training: dict[str, Any]) -> MethodSpec:
@@ -119,11 +150,15 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     training = data.get("training") or {}
     if not isinstance(training, dict):
         raise RecipeError("recipe: training must be a mapping")
+    if "model_changes" in data:
+        raise RecipeError("recipe: unknown key 'model_changes' (give the architecture stream as 'model')")
+    first, changes = _model_stream(data.get("model"))
     specs = [_method_spec(m, i, training) for i, m in enumerate(methods)]
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
         raise RecipeError("recipe: two methods share a name; give them distinct 'label's")
-    recipe = parse(Recipe, {**data, "methods": []}, "")
+    recipe = parse(Recipe, {**data, "model": first, "methods": []}, "")
+    recipe.model_changes = {k: parse(ModelSpec, v, f"model.{k}") for k, v in changes.items()}
     recipe.methods = specs
     # The name and every method's key become folder and expert names: the same rules as expert names.
     for where, value in [("name", recipe.name)] + [(f"methods[{i}].label", s.key) for i, s in enumerate(specs)]:
@@ -131,13 +166,22 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
             validate_name(value)
         except InvalidNameError as e:
             raise RecipeError(f"recipe: {where}: {e}") from None
-    if not is_known_architecture(recipe.model.architecture):
-        raise RecipeError(f"recipe: model.architecture: unknown architecture {recipe.model.architecture!r} "
-                          f"(a zoo model or a timm model name)")
-    try:
-        validate_model_args(recipe.model.architecture, recipe.model.args)
-    except ModelArgsError as e:
-        raise RecipeError(f"recipe: model.args: {e}") from None
+    for where, spec in [("model", recipe.model)] + [(f"model.{k}", v) for k, v in recipe.model_changes.items()]:
+        if not is_known_architecture(spec.architecture):
+            raise RecipeError(f"recipe: {where}.architecture: unknown architecture {spec.architecture!r} "
+                              f"(a zoo model or a timm model name)")
+        try:
+            validate_model_args(spec.architecture, spec.args)
+        except ModelArgsError as e:
+            raise RecipeError(f"recipe: {where}.args: {e}") from None
+    if recipe.model_changes:
+        from .methods import get_method
+
+        for s in specs:
+            if not getattr(get_method(s.method), "changes_architecture", False):
+                raise RecipeError(f"recipe: method {s.key!r} cannot change architecture between tasks (the model "
+                                  f"changes at task(s) {', '.join(map(str, sorted(recipe.model_changes)))}); "
+                                  f"use hcl, or one architecture")
     return recipe
 
 

@@ -102,11 +102,15 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
     log.info("stream %s: %d tasks, %d classes, device %s", stream.name, len(stream.tasks), stream.num_classes, device)
     reg = _open_target_registry(recipe, opts)
 
+    def new_model_at(t: int) -> torch.nn.Module:
+        spec = recipe.model_at(t)
+        return prepare_model(create_model(spec.architecture, stream.num_classes, **spec.args), device)
+
     def new_model() -> torch.nn.Module:
-        return prepare_model(create_model(recipe.model.architecture, stream.num_classes, **recipe.model.args), device)
+        return new_model_at(0)
 
     baseline = _fresh_model_baseline(new_model, stream, recipe.seed)
-    shared: dict[Any, Any] = {}  # work several methods of this run share (see RunContext.shared)
+    shared: dict[Any, Any] = {"new_model_at": new_model_at}  # what the methods of this run share
     combined: dict[str, Any] = {"recipe": recipe.to_data(), "stream": stream.describe(), "device": str(device),
                                 "machine": _machine(), "methods": {}}
     for spec in recipe.methods:
@@ -116,6 +120,11 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
     combined["timings"] = {"total_s": time.perf_counter() - start}
     _write_json(out / "results.json", combined)
     return combined
+
+
+def architecture_text(spec: Any) -> str:
+    """A model spec as one readable name, e.g. ``convnet(in_chans=1, width=32)``."""
+    return f"{spec.architecture}({', '.join(f'{k}={v}' for k, v in sorted(spec.args.items()))})"
 
 
 def _inside(out: Path, *parts: str) -> Path:
@@ -152,7 +161,8 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
     ctx = RunContext(stream=stream, new_model=new_model, training=method_training(recipe, spec), device=device,
                      shared=shared,
                      seed=recipe.seed, progress=opts.progress, architecture=recipe.model.architecture,
-                     model_args=dict(recipe.model.args))
+                     model_args=dict(recipe.model.args), new_model_at=shared["new_model_at"],
+                     architecture_at=lambda t: architecture_text(recipe.model_at(t)))
     method = get_method(spec.method)(spec.params, ctx)
     try:
         return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done)

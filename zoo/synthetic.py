@@ -20,6 +20,7 @@ The building blocks are written once so that HCL's Quick Deep Inversion reuses t
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -97,7 +98,8 @@ class StatsPrior:
 
     def _hook(self, index: int) -> Any:
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            t = (inputs[0] if self.mode == "bn" else output).float()
+            # A layer's output may be overwritten in place by the next op (ReLU(inplace=True)): take a copy.
+            t = inputs[0].float() if self.mode == "bn" else output.float().clone()
             mean, var = self._stats(t)
             if self._recording is not None:
                 self._recording.append((mean.detach(), var.detach()))
@@ -323,3 +325,67 @@ def fit_inputs(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         img = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     img = (img - img.mean()) / img.std().clamp_min(1e-6)
     return img.reshape(len(img), *shape).contiguous()
+
+
+# --- Quick Deep Inversion (HCL) --------------------------------------------------------------------------------
+
+@dataclass
+class QDIConfig:
+    """Quick Deep Inversion (Madaan et al., ALGORITHMS.md §4), bracketed defaults: [200] samples started from
+    augmented current-task images, labels spread evenly over the previous classes; Adam (β = 0.5, 0.9)
+    [lr 0.03, 500 steps, cosine schedule after a 100-step linear warm-up] on
+    LS-CE(t(x̃), ỹ) [0.1] + λ_f·Σ R_feat [0.2] + λ_tv·TV(x̃) [0.003] + λ_l2·‖x̃‖ [0.003]."""
+
+    samples: int = bounded(200, ge=1)
+    steps: int = bounded(500, ge=1)
+    lr: float = bounded(0.03, gt=0)
+    warmup: int = bounded(100, ge=0)
+    label_smoothing: float = bounded(0.1, ge=0, lt=1)
+    lambda_feat: float = bounded(0.2, ge=0)
+    lambda_tv: float = bounded(0.003, ge=0)
+    lambda_l2: float = bounded(0.003, ge=0)
+
+
+def _warmup_cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / span))
+
+
+def quick_deep_inversion(teacher: nn.Module, current: torch.Tensor, classes: Sequence[int], cfg: QDIConfig,
+                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, StatsPrior]:
+    """A synthetic set for ``teacher``'s ``classes`` started from augmented current-task inputs ``current``.
+
+    R_feat matches the BatchNorm inputs' statistics with the running ones for a BatchNorm teacher, and, for
+    a teacher without BatchNorm, every conv / linear output's statistics with those measured on the
+    current-task inputs beforehand (frozen). Returns (x̃, ỹ, the prior used: its ``mode`` tells which)."""
+    device = current.device
+    idx = torch.randint(0, len(current), (cfg.samples,), generator=generator).to(device)
+    x = augment(current[idx], "auto", generator).detach().clone().requires_grad_(True)
+    y = balanced_labels(classes, cfg.samples, device)
+    was_training = teacher.training
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    prior = StatsPrior(teacher, norm="l2")
+    if prior.mode == "outputs":
+        prior.freeze(current[: max(cfg.samples, 256)])
+    opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, cfg.steps, cfg.warmup))
+    try:
+        for _ in range(cfg.steps):
+            with prior:
+                logits = teacher(x)
+            feat = prior.pop().to(device)
+            loss = (F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) + cfg.lambda_feat * feat
+                    + cfg.lambda_tv * tv_prior(x) + cfg.lambda_l2 * x.flatten(1).norm(dim=1).mean())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    finally:
+        for p in teacher.parameters():
+            p.requires_grad_(True)
+        teacher.train(was_training)
+    return x.detach(), y, prior

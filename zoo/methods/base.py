@@ -66,6 +66,17 @@ class RunContext:
     shared: dict[Any, Any] = dataclasses.field(default_factory=dict)
     """Shared by every method of one run: work two methods would repeat identically (e.g. the Ex-Model
     experts, which every source distils from) is done once and kept here."""
+    new_model_at: Callable[[int], nn.Module] | None = None
+    """A fresh model of task ``t``'s architecture (recipes with an architecture stream; None: ``new_model``)."""
+    architecture_at: Callable[[int], str] | None = None
+
+    def model_for(self, t: int) -> nn.Module:
+        """A fresh model of the architecture task ``t`` uses."""
+        return self.new_model_at(t) if self.new_model_at is not None else self.new_model()
+
+    def arch_key(self, t: int) -> str:
+        """The name of task ``t``'s architecture (one name for the whole run without a stream)."""
+        return self.architecture_at(t) if self.architecture_at is not None else self.architecture
 
 
 @dataclass
@@ -78,6 +89,7 @@ class Method(ABC):
 
     name: str = "method"
     Params: type = NoParams
+    changes_architecture: bool = False  # True: the method accepts a recipe whose architecture changes per task
 
     def __init__(self, params: Any, ctx: RunContext):
         self.params = params
