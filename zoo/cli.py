@@ -483,6 +483,33 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _upgrade(how: str, base_ref: str | None, student_arch: str | None, student_args: tuple[str, ...],
+             recipe_path: Path | None, registry_uri: str | None, dest: str | None, new_name: str | None,
+             device: str | None, seed: int, filters: dict[str, Any]) -> tuple[ExpertCard, Registry]:
+    """HCL: a registry model as the teacher of a fresh architecture on one task of a recipe's stream."""
+    from zoo.methods.hcl import HCLParams, upgrade_from_registry
+    from zoo.models import is_known_architecture
+    from zoo.recipe import load_recipe
+
+    if base_ref is None or student_arch is None or recipe_path is None or filters.get("task") is None:
+        raise click.UsageError(f"--method {how} needs --base, --student-arch, --recipe and --task N")
+    if any(v is not None for k, v in filters.items() if k != "task"):
+        raise click.UsageError(f"--method {how} selects no experts: filters other than --task do not apply")
+    if not is_known_architecture(student_arch):
+        raise ZooError(f"unknown architecture {student_arch!r} for --student-arch")
+    args = {k: v for k, v in _overrides(student_args).items()}
+    from zoo.models import validate_model_args
+
+    validate_model_args(student_arch, args)
+    recipe = load_recipe(recipe_path)
+    reg = _open(registry_uri)
+    target = _open(dest, create=True) if dest else None
+    card = upgrade_from_registry(reg, base_ref, student_arch, recipe, int(filters["task"]), HCLParams(variant=how),
+                                 student_args=args, name=new_name, target=target, device=device, seed=seed,
+                                 progress=not _quiet())
+    return card, (target or reg)
+
+
 def _distill(reg: Registry, experts: list[str], base_id: str | None, dest: str | None, new_name: str | None,
              source: str, student_arch: str | None, shape: tuple[int, ...] | None, aux_dataset: str | None,
              buffer_size: int, cfg: Any, inversion_steps: int, device: str | None,
@@ -537,8 +564,10 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 
 @main.command()
-@click.option("--method", "how", type=click.Choice(["bmc", "exmodel"]), default="bmc", show_default=True,
-              help="bmc: batched consolidation from the experts' buffers; exmodel: data-free distillation.")
+@click.option("--method", "how", type=click.Choice(["bmc", "exmodel", "qdi", "distil"]), default="bmc",
+              show_default=True, help="bmc: batched consolidation from the experts' buffers; exmodel: data-free "
+                                      "distillation; qdi / distil: HCL's upgrade of --base to --student-arch on "
+                                      "one task of --recipe.")
 @click.option("--base", "base_ref", help="The base model to consolidate into (id, name, tag); required for bmc, "
                                          "the starting student for exmodel.")
 @click.option("--experts", "expert_refs", multiple=True, help="Experts to consolidate (repeat, or use filters).")
@@ -560,7 +589,12 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 @click.option("--restore-best", is_flag=True, help="Keep the best validation epoch's weights, not the last.")
 @click.option("--source", type=click.Choice(["inversion", "noise", "aux"]), default="inversion", show_default=True,
               help="exmodel: where the synthetic inputs come from.")
-@click.option("--student-arch", help="exmodel: the student's architecture (default: the first expert's).")
+@click.option("--student-arch", help="exmodel: the student's architecture (default: the first expert's); "
+                                     "qdi / distil: the new architecture.")
+@click.option("--student-arg", "student_args", multiple=True, metavar="KEY=VALUE",
+              help="qdi / distil: an argument of the new architecture (repeat).")
+@click.option("--recipe", "recipe_path", type=click.Path(path_type=Path),
+              help="qdi / distil: the recipe whose stream holds the task (--task N) to learn.")
 @click.option("--input-shape", help="exmodel: the input shape, e.g. 1,28,28 (default: from the experts' cards).")
 @click.option("--aux", "aux_dataset", help="exmodel --source aux: the auxiliary data set (e.g. digits).")
 @click.option("--buffer-size", type=click.IntRange(min=1), default=5000, show_default=True,
@@ -578,6 +612,7 @@ def consolidate(how: str, base_ref: str | None, expert_refs: tuple[str, ...], me
                 registry_uri: str | None, dest: str | None, new_name: str | None, new_tag: str | None, epochs: int,
                 batch_size: int, lr: float, lambda_d: float, teacher: str, memory_size: int, weight_decay: float,
                 patience: int | None, restore_best: bool, source: str, student_arch: str | None,
+                student_args: tuple[str, ...], recipe_path: Path | None,
                 input_shape: str | None, aux_dataset: str | None, buffer_size: int, iterations: int, distill_lr: float,
                 inversion_steps: int, loss: str, bias_normalization: bool, device: str | None, seed: int,
                 **filters: Any) -> None:
@@ -595,6 +630,14 @@ def consolidate(how: str, base_ref: str | None, expert_refs: tuple[str, ...], me
     if new_tag is not None:
         validate_tag(new_tag)  # before any work: a bad tag must not leave a new base behind
     shape = _shape(input_shape) if input_shape else None
+    if how in ("qdi", "distil"):
+        card, out = _upgrade(how, base_ref, student_arch, student_args, recipe_path, registry_uri, dest, new_name,
+                             device, seed, filters)
+        if new_tag:
+            out.tag(new_tag, card.id)
+        click.echo(f"upgraded {base_ref} to {card.architecture} on task {filters['task']}: {card.name} ({card.id}) "
+                   f"in {out.uri}")
+        return
     if how == "bmc" and base_ref is None:
         raise click.UsageError("--method bmc needs --base (the base model to consolidate into)")
     reg = _open(registry_uri)

@@ -57,6 +57,44 @@ def kd_term(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean") * t * t
 
 
+def learn_task(student: nn.Module, teacher: nn.Module | None, task: Any, seen_classes: list[int],
+               prev_classes: list[int], params: HCLParams, training: Any, num_classes: int,
+               generator: torch.Generator, reservoir: Reservoir | None = None,
+               progress: bool = False) -> tuple[Any, tuple[torch.Tensor, torch.Tensor] | None, dict[str, Any]]:
+    """One HCL stage: ``student`` (in place) learns ``task`` with label-smoothed CE over ``seen_classes``,
+    plus, by variant, KD from ``teacher`` on the current data, on a Quick Deep Inversion set of the teacher's
+    ``prev_classes`` (``qdi``), and CE on ``reservoir`` samples (``distilbuf``). Returns the fit result, the
+    synthetic set (or None) and facts for the log."""
+    p = params
+    synthetic = None
+    facts: dict[str, Any] = {}
+    if p.variant == "qdi" and teacher is not None and prev_classes:
+        x, y, prior = quick_deep_inversion(teacher, task.train.x, prev_classes, p.qdi, generator)
+        synthetic = (x, y)
+        facts["qdi"] = {"samples": len(y), "r_feat": prior.mode}
+    use_teacher = teacher if p.variant != "finetune" else None
+    extra = None
+    if use_teacher is not None or (reservoir is not None and len(reservoir)):
+        def extra(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            loss = logits.new_zeros(())
+            if use_teacher is not None:
+                with torch.no_grad():
+                    t_logits = use_teacher(xb)
+                loss = loss + p.alpha * kd_term(logits, t_logits, p.temperature)
+                if synthetic is not None:
+                    with torch.no_grad():
+                        ts = use_teacher(synthetic[0])
+                    loss = loss + p.alpha * kd_term(model(synthetic[0]), ts, p.temperature)
+            if reservoir is not None and len(reservoir):
+                mx, my = reservoir.sample(len(yb), generator)
+                loss = loss + p.buffer_weight * F.cross_entropy(model(mx).float(), my, label_smoothing=p.label_smoothing)
+            return loss
+    cfg = dataclasses.replace(training, label_smoothing=p.label_smoothing)  # HCL's LS-CE
+    r = fit(student, task.train, task.val, cfg, num_classes=num_classes, classes=seen_classes, extra_loss=extra,
+            generator=generator, desc=f"hcl {p.variant} task {task.id}", progress=progress)
+    return r, synthetic, facts
+
+
 @register_method("hcl")
 class HCL(Method):
     """Heterogeneous continual learning (see module docstring)."""
@@ -87,42 +125,13 @@ class HCL(Method):
         gen = torch.Generator().manual_seed(ctx.seed * 1000 + t)
         info: dict[str, Any] = {"architecture": ctx.arch_key(t), "changed": changed,
                                 "teacher": ctx.arch_key(t - 1) if teacher is not None else None}
-        self.synthetic = None
-        if p.variant == "qdi" and teacher is not None:
-            x, y, prior = quick_deep_inversion(teacher, task.train.x, stream.seen_classes(t - 1), p.qdi, gen)
-            self.synthetic = (x, y)
-            info["qdi"] = {"samples": len(y), "r_feat": prior.mode}
-        extra = self._extra_loss(teacher, gen)
-        training = dataclasses.replace(ctx.training, label_smoothing=p.label_smoothing)  # HCL's LS-CE
-        r = fit(self.model, task.train, task.val, training, num_classes=stream.num_classes,
-                classes=stream.seen_classes(t), extra_loss=extra, generator=gen, desc=f"hcl {p.variant} task {t}",
-                progress=ctx.progress)
+        r, self.synthetic, facts = learn_task(self.model, teacher, task, stream.seen_classes(t),
+                                              stream.seen_classes(t - 1) if t > 0 else [], p, ctx.training,
+                                              stream.num_classes, gen, self.reservoir, progress=ctx.progress)
         if self.reservoir is not None:
             self.reservoir.rng = np.random.default_rng([ctx.seed, t])
             self.reservoir.update(task.train)
-        return {**info, "epochs": r.epochs_run, "val_accuracy": r.val_accuracy}
-
-    def _extra_loss(self, teacher: nn.Module | None, gen: torch.Generator) -> Any:
-        p = self.params
-        if teacher is None and self.reservoir is None:
-            return None
-
-        def extra(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-            loss = logits.new_zeros(())
-            if teacher is not None:
-                with torch.no_grad():
-                    t_logits = teacher(xb)
-                loss = loss + p.alpha * kd_term(logits, t_logits, p.temperature)
-                if self.synthetic is not None:
-                    xs = self.synthetic[0]
-                    with torch.no_grad():
-                        ts = teacher(xs)
-                    loss = loss + p.alpha * kd_term(model(xs), ts, p.temperature)
-            if self.reservoir is not None and len(self.reservoir):
-                mx, my = self.reservoir.sample(len(yb), gen)
-                loss = loss + p.buffer_weight * F.cross_entropy(model(mx).float(), my, label_smoothing=p.label_smoothing)
-            return loss
-        return extra
+        return {**info, **facts, "epochs": r.epochs_run, "val_accuracy": r.val_accuracy}
 
     # --- evaluation, checkpoints, registry -----------------------------------------------------------------
 
@@ -164,3 +173,52 @@ class HCL(Method):
         return publish(self.model, suffix=f"s{t}", tasks=[(k.id, k.classes) for k in seen],
                        parents=[parent] if parent else [], metrics=test_metrics(stage, t), hyperparameters=hyper,
                        buffer=buffer, buffer_info={"content": "qdi-synthetic-set"} if buffer else None)
+
+
+def upgrade_from_registry(registry: Any, base_ref: str, student_arch: str, recipe: Any, task_index: int,
+                          params: HCLParams, *, student_args: dict[str, Any] | None = None, name: str | None = None,
+                          target: Any = None, device: str | None = None, seed: int = 0, progress: bool = True) -> Any:
+    """Upgrade a registry model to a new architecture on one task of a recipe's stream (HCL): a fresh
+    ``student_arch`` learns task ``task_index`` with the registry model as its teacher (``params.variant``:
+    distil, or qdi for Quick Deep Inversion of what the teacher knew). The new base is written with the old
+    one as its parent and every setting in its card; its classes are the teacher's plus the task's."""
+    from registry.card import ParentRef, TaskSpec
+    from registry.errors import ZooError
+
+    from ..data import build_stream
+    from ..models import create_model
+    from ..train import prepare_model, resolve_device
+
+    dev = resolve_device(device or recipe.device)
+    stream = build_stream(recipe.stream).to(dev)
+    if not 0 <= task_index < len(stream.tasks):
+        raise ZooError(f"consolidate: the recipe's stream has no task {task_index} (it has {len(stream.tasks)})")
+    task = stream.tasks[task_index]
+    base_card = registry.card(base_ref)
+    with registry.fetch([base_card]) as (base,):
+        teacher = base.model(dev).eval()
+    prev = sorted({c for t in base_card.tasks for c in t.classes})
+    if any(c >= stream.num_classes for c in prev):
+        raise ZooError(f"base {base_card.name} knows classes beyond the stream's {stream.num_classes}")
+    torch.manual_seed(seed)
+    student = prepare_model(create_model(student_arch, stream.num_classes, **(student_args or {})), dev)
+    seen = prev + [c for c in task.classes if c not in set(prev)]
+    try:
+        r, synthetic, facts = learn_task(student, teacher, task, seen, prev, params, recipe.training, stream.num_classes,
+                                         torch.Generator().manual_seed(seed), progress=progress)
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or ["RuntimeError"])[0]
+        raise ZooError(f"base {base_card.name} or the {student_arch} student cannot take the recipe's inputs: {first}") from None
+    tasks = {t.id: t.classes for t in base_card.tasks}
+    tasks[task.id] = tuple(task.classes)
+    settings = {"method": f"hcl-{params.variant}", "base": base_card.id, "recipe": recipe.name, "task": task.id,
+                "student_architecture": student_arch, "student_args": dict(student_args or {}), "seed": seed,
+                "hcl": asdict(params), "training": asdict(recipe.training), **facts}
+    buffer = {"x": synthetic[0], "y": synthetic[1]} if synthetic is not None else None
+    dest = target if target is not None else registry
+    return dest.save(student.cpu(), name=name or f"{base_card.name}-{student_arch}",
+                     tasks=[TaskSpec(i, tuple(c)) for i, c in sorted(tasks.items())],
+                     parents=[ParentRef(base_card.id, base_card.digest, "base")], method=f"hcl-{params.variant}",
+                     hyperparameters={"recipe": settings}, seed=seed,
+                     metrics={"val_accuracy": r.val_accuracy}, buffer=buffer,
+                     buffer_info={"content": "qdi-synthetic-set"} if buffer else None, labels=list(base_card.labels))
