@@ -5,7 +5,6 @@ outside the folders named, and leave a registry that still opens."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import sqlite3
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from registry import Expert, LocalRegistry, write_expert
+from registry import Expert, LocalRegistry
 from registry.errors import ZooError
 from tests.helpers import make_expert, make_model, snapshot
 from tests.test_cli import zoo

@@ -280,7 +280,7 @@ def distill_registry_experts(registry: Any, expert_refs: Sequence[str], cfg: Dis
             seen = []
         if any(c >= getattr(student, "num_classes", num_classes) for e in experts for t in e.card.tasks
                for c in t.classes):
-            raise ZooError(f"consolidate: the experts' classes go beyond the student's outputs")
+            raise ZooError("consolidate: the experts' classes go beyond the student's outputs")
         shares: list[Share] = []
         steps = []
         for e in experts:

@@ -150,3 +150,25 @@ class Method(ABC):
     def hyperparameters(self) -> dict[str, Any]:
         """The method's parameters as recorded in expert cards and results."""
         return dataclasses.asdict(self.params) if dataclasses.is_dataclass(self.params) else {}
+
+
+class SingleModelMethod(Method):
+    """A method that carries one model, ``self.model``, from stage to stage: it answers for evaluation, is
+    what the registry gets, and is the checkpoint (``model.*`` tensors)."""
+
+    def __init__(self, params: Any, ctx: RunContext):
+        super().__init__(params, ctx)
+        self.model = ctx.new_model()
+
+    def predictor(self) -> Predictor:
+        self.model.eval()
+        return lambda x, task: self.model(x)
+
+    def expert(self) -> nn.Module:
+        return self.model
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

@@ -7,41 +7,16 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..buffer import balanced_indices
 from ..data import Split
-from ..metrics import Predictor
 from ..schema import bounded
 from ..train import fit
-from .base import Method, NoParams, register_method
+from .base import NoParams, SingleModelMethod, register_method
 
 
-def _model_predictor(model: nn.Module) -> Predictor:
-    def predict(x: torch.Tensor, task: Any) -> torch.Tensor:
-        return model(x)
-    return predict
-
-
-class _SingleModel(Method):
-    """A method that carries one model from stage to stage."""
-
-    def __init__(self, params: Any, ctx: Any):
-        super().__init__(params, ctx)
-        self.model = ctx.new_model()
-
-    def predictor(self) -> Predictor:
-        self.model.eval()
-        return _model_predictor(self.model)
-
-    def expert(self) -> nn.Module:
-        return self.model
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+class _SingleModel(SingleModelMethod):
+    """A baseline that carries one model from stage to stage."""
 
     def _loss_classes(self, t: int, which: str) -> list[int] | None:
         if which == "all":

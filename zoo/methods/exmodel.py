@@ -21,12 +21,11 @@ import torch
 from torch import nn
 
 from ..distill import DistillConfig, Share, distill_expert
-from ..metrics import Predictor
 from ..schema import bounded
 from ..synthetic import (AuxSource, InversionConfig, InversionSource, NoiseSource, ReplaySource, Source,
                          fit_inputs)
 from ..train import fit
-from .base import Method, NoParams, register_method, test_metrics
+from .base import NoParams, SingleModelMethod, register_method, test_metrics
 
 
 @dataclass
@@ -85,27 +84,14 @@ def make_source(params: ExModelParams, ctx: Any) -> Source:
     return AuxSource(fit_inputs(inputs, shape), device)
 
 
-class _Experts(Method):
-    """Shared parts: the expert of each stage, publishing it, and a student-like model to evaluate."""
+class _Experts(SingleModelMethod):
+    """Shared parts: the expert of each stage, publishing it, and the model that answers for the method
+    (starting from the shared initialisation)."""
 
     def __init__(self, params: Any, ctx: Any):
         super().__init__(params, ctx)
-        self.model = ctx.new_model()
         self.model.load_state_dict(shared_init(ctx))
         self.current: tuple[int, nn.Module, dict[str, Any]] | None = None
-
-    def predictor(self) -> Predictor:
-        self.model.eval()
-        return lambda x, task: self.model(x)
-
-    def expert(self) -> nn.Module:
-        return self.model
-
-    def state(self) -> dict[str, torch.Tensor]:
-        return {f"model.{k}": v for k, v in self.model.state_dict().items()}
-
-    def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
 
     def _publish_expert(self, t: int, publish: Any) -> Any:
         from registry.card import ParentRef

@@ -29,11 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..metrics import Predictor
 from ..schema import bounded
 from ..synthetic import QDIConfig, quick_deep_inversion
 from ..train import fit
-from .base import Method, register_method, test_metrics
+from .base import SingleModelMethod, register_method, test_metrics
 from .baselines import Reservoir
 
 
@@ -73,39 +72,41 @@ def learn_task(student: nn.Module, teacher: nn.Module | None, task: Any, seen_cl
         synthetic = (x, y)
         facts["qdi"] = {"samples": len(y), "r_feat": prior.mode}
     use_teacher = teacher if p.variant != "finetune" else None
-    extra = None
-    if use_teacher is not None or (reservoir is not None and len(reservoir)):
-        def extra(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-            loss = logits.new_zeros(())
-            if use_teacher is not None:
-                with torch.no_grad():
-                    t_logits = use_teacher(xb)
-                loss = loss + p.alpha * kd_term(logits, t_logits, p.temperature)
-                if synthetic is not None:
-                    with torch.no_grad():
-                        ts = use_teacher(synthetic[0])
-                    loss = loss + p.alpha * kd_term(model(synthetic[0]), ts, p.temperature)
-            if reservoir is not None and len(reservoir):
-                mx, my = reservoir.sample(len(yb), generator)
-                loss = loss + p.buffer_weight * F.cross_entropy(model(mx).float(), my, label_smoothing=p.label_smoothing)
-            return loss
+    synthetic_targets = None
+    if synthetic is not None and use_teacher is not None:
+        with torch.no_grad():  # the teacher is frozen: its answers on the fixed synthetic set are computed once
+            synthetic_targets = use_teacher(synthetic[0])
+
+    def extra(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        loss = logits.new_zeros(())
+        if use_teacher is not None:
+            with torch.no_grad():
+                t_logits = use_teacher(xb)
+            loss = loss + p.alpha * kd_term(logits, t_logits, p.temperature)
+            if synthetic_targets is not None:
+                loss = loss + p.alpha * kd_term(model(synthetic[0]), synthetic_targets, p.temperature)
+        if reservoir is not None and len(reservoir):
+            mx, my = reservoir.sample(len(yb), generator)
+            loss = loss + p.buffer_weight * F.cross_entropy(model(mx).float(), my, label_smoothing=p.label_smoothing)
+        return loss
     cfg = dataclasses.replace(training, label_smoothing=p.label_smoothing)  # HCL's LS-CE
-    r = fit(student, task.train, task.val, cfg, num_classes=num_classes, classes=seen_classes, extra_loss=extra,
+    needs_extra = use_teacher is not None or (reservoir is not None and len(reservoir) > 0)
+    r = fit(student, task.train, task.val, cfg, num_classes=num_classes, classes=seen_classes,
+            extra_loss=extra if needs_extra else None,
             generator=generator, desc=f"hcl {p.variant} task {task.id}", progress=progress)
     return r, synthetic, facts
 
 
 @register_method("hcl")
-class HCL(Method):
+class HCL(SingleModelMethod):
     """Heterogeneous continual learning (see module docstring)."""
 
     Params = HCLParams
     changes_architecture = True
 
     def __init__(self, params: HCLParams, ctx: Any):
-        super().__init__(params, ctx)
         torch.manual_seed(ctx.seed)
-        self.model = ctx.model_for(0)
+        super().__init__(params, ctx)  # the model of task 0's architecture
         self.synthetic: tuple[torch.Tensor, torch.Tensor] | None = None
         self.reservoir = Reservoir(params.buffer_size, ctx.seed) if params.variant == "distilbuf" else None
         self.teacher_info: dict[str, Any] = {}
@@ -135,15 +136,8 @@ class HCL(Method):
 
     # --- evaluation, checkpoints, registry -----------------------------------------------------------------
 
-    def predictor(self) -> Predictor:
-        self.model.eval()
-        return lambda x, task: self.model(x)
-
-    def expert(self) -> nn.Module:
-        return self.model
-
     def state(self) -> dict[str, torch.Tensor]:
-        out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        out = super().state()
         if self.synthetic is not None:
             out["synthetic.x"], out["synthetic.y"] = self.synthetic
         if self.reservoir is not None and len(self.reservoir):
