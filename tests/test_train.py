@@ -85,3 +85,22 @@ def test_augment_kinds():
     assert x.grad is not None
     with pytest.raises(ValueError, match="needs images"):
         augment(torch.randn(3, 5), "crop_flip", g)
+
+
+def test_label_smoothing_spreads_only_over_active_classes():
+    """With a class mask, smoothing over the masked (-inf) classes made the loss infinite and training
+    useless (HCL's label-smoothed CE hit it): the smoothing mass goes to the active classes only."""
+    from zoo.train import masked_cross_entropy
+
+    logits = torch.tensor([[2.0, 0.5, -math.inf, -math.inf]])
+    y = torch.tensor([0])
+    loss = masked_cross_entropy(logits, y, 0.1)
+    logp = torch.log_softmax(logits[:, :2], 1)
+    assert torch.isfinite(loss) and float(loss) == pytest.approx(float(-(0.9 * logp[0, 0] + 0.1 * logp[0].mean())))
+    assert float(masked_cross_entropy(logits, y)) == pytest.approx(float(-logp[0, 0]))
+    train, val = _data()
+    torch.manual_seed(0)
+    model = create_model("mlp", 4, in_features=16, hidden=16)  # 4 outputs, classes 2 and 3 masked out
+    r = fit(model, train, val, TrainConfig(epochs=8, batch_size=8, lr=1e-2, label_smoothing=0.1), num_classes=4,
+            classes=[0, 1], progress=False)
+    assert math.isfinite(r.history[-1]["loss"]) and r.val_accuracy > 0.7

@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .augment import Augmentation, augment
@@ -143,6 +144,19 @@ def masked_logits(logits: torch.Tensor, classes: torch.Tensor | None, y: torch.T
     return logits.masked_fill(~classes, -math.inf)
 
 
+def masked_cross_entropy(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy on logits whose inactive classes are -inf (a class mask, or other tasks' heads), with
+    label smoothing spread over each sample's **active** classes only: smoothing over masked classes would
+    put mass on -inf logits and make the loss infinite."""
+    if label_smoothing == 0:
+        return F.cross_entropy(logits, y)
+    logp = F.log_softmax(logits, 1)
+    active = torch.isfinite(logits)
+    nll = -logp.gather(1, y[:, None]).squeeze(1)
+    smooth = -logp.masked_fill(~active, 0.0).sum(1) / active.sum(1).clamp_min(1)
+    return ((1 - label_smoothing) * nll + label_smoothing * smooth).mean()
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, split: Split, classes: torch.Tensor | None = None, batch_size: int = 2048,
              amp: bool = True, heads: torch.Tensor | None = None) -> float:
@@ -242,7 +256,7 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     opt = make_optimizer([p for p in model.parameters() if p.requires_grad], cfg)
     steps = max(1, math.ceil(len(train) / cfg.batch_size))
     sched = _scheduler(opt, cfg, steps)
-    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    criterion = lambda z, y: masked_cross_entropy(z, y, cfg.label_smoothing)  # noqa: E731
     generator = generator or torch.Generator().manual_seed(0)
     stopper = EarlyStopping("max", cfg.patience, cfg.restore_best)
     has_val = val is not None and len(val) > 0
