@@ -190,3 +190,17 @@ def test_upgrade_errors_are_one_line(digits_base):
                              str(recipe_path), "--task", "1"], "no argument")):
         code, _, err = zoo(*base, *extra)
         assert code != 0 and message in err and err.count("\n") == 1 and "internal error" not in err, err
+
+
+def test_hcl_resumes_across_an_architecture_change(tmp_path, monkeypatch):
+    from tests.helpers import interrupt_and_resume
+    from zoo.methods import hcl
+    from zoo.recipe import load_recipe
+
+    recipe = load_recipe(RECIPE, {"training.epochs": 2})
+    recipe.methods = [m for m in recipe.methods if m.key == "qdi"]
+    recipe.methods[0].params.qdi.steps = 5
+    straight, resumed = interrupt_and_resume(recipe, hcl.HCL, 3, tmp_path, monkeypatch)
+    assert resumed["trained_on_resume"] == [3, 4]  # stage 2 (a resmlp, with its QDI set) came from its checkpoint
+    a, b = straight["methods"]["qdi"], resumed["methods"]["qdi"]
+    assert a["accuracy_matrix"] == b["accuracy_matrix"]
