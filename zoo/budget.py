@@ -7,6 +7,8 @@ and in exemplar equivalents, so methods can be compared at equal memory.
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from torch import nn
@@ -70,3 +72,68 @@ def memory_report(models: list[nn.Module], exemplars: int, stream: Any, stored_b
         "memo": {"bytes_per_exemplar": per, "exemplar_bytes": buffer_bytes,
                  "with_head": convention(params), "backbone": convention(backbone)},
     }
+
+
+# --- MEMO's memory-aligned budgets ------------------------------------------------------------------------------
+
+@dataclass
+class ModelCost:
+    """An architecture's parameter counts: all of them, the backbone (without the head), the head, and MEMO's
+    generalized / specialized split of the backbone (None where the architecture declares no split)."""
+
+    architecture: str
+    parameters: int
+    backbone: int
+    head: int
+    generalized: int | None
+    specialized: int | None
+
+
+def model_cost(architecture: str, num_classes: int, **model_args: Any) -> ModelCost:
+    """Count an architecture's parameters (built on the CPU, weights never loaded)."""
+    from .models import create_model, specialized_prefixes
+
+    model = create_model(architecture, num_classes, **model_args)
+    total = parameter_count(model)
+    head = head_parameter_count(model)
+    prefixes = specialized_prefixes(architecture)
+    specialized = None
+    if prefixes is not None:
+        specialized = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
+    return ModelCost(architecture, total, total - head, head,
+                     None if specialized is None else total - head - specialized, specialized)
+
+
+def aligned_budgets(cost: ModelCost, tasks: int, exemplar_bytes: int, base_exemplars: int = 2000) -> dict[str, Any]:
+    """MEMO's memory-aligned exemplar budgets against DER (``base_exemplars`` + ``tasks`` backbones), with a
+    model costing 4 bytes a parameter and an exemplar ``exemplar_bytes`` (ALGORITHMS.md §5): a single-backbone
+    method gets B + ⌊(T−1)·m⌋ with m = P·4 / e, MEMO gets B + ⌊(T·P − (P_g + T·P_s))·4 / e⌋. Computed with
+    P the backbone (MEMO's and PyCIL's convention) and, for reference, with the head counted too."""
+    def per_model(p: int) -> float:
+        return p * 4 / exemplar_bytes
+
+    out: dict[str, Any] = {
+        "tasks": tasks, "base_exemplars": base_exemplars, "exemplar_bytes": exemplar_bytes,
+        "model_in_exemplars": {"backbone": per_model(cost.backbone), "with_head": per_model(cost.parameters)},
+        "der": {"exemplars": base_exemplars, "backbones": tasks,
+                "bytes": base_exemplars * exemplar_bytes + tasks * cost.backbone * 4},
+        "single_backbone": {"backbone": base_exemplars + math.floor((tasks - 1) * cost.backbone * 4 / exemplar_bytes),
+                            "with_head": base_exemplars + math.floor((tasks - 1) * cost.parameters * 4 / exemplar_bytes)},
+    }
+    if cost.specialized is not None:
+        extra = tasks * cost.backbone - (cost.generalized + tasks * cost.specialized)
+        out["memo"] = {"exemplars": base_exemplars + math.floor(extra * 4 / exemplar_bytes),
+                       "generalized": cost.generalized, "specialized": cost.specialized}
+    return out
+
+
+def budget_report(architecture: str, input_shape: Any, num_classes: int, tasks: int, base_exemplars: int = 2000,
+                  **model_args: Any) -> dict[str, Any]:
+    """Everything ``zoo budget`` prints: the parameter counts and the aligned budgets for one stream."""
+    e = 1
+    for d in input_shape:
+        e *= int(d)
+    cost = model_cost(architecture, num_classes, **model_args)
+    return {"architecture": architecture, "model_args": dict(model_args), "input_shape": list(input_shape),
+            "num_classes": num_classes, "parameters": asdict(cost),
+            **aligned_budgets(cost, tasks, e, base_exemplars)}

@@ -711,6 +711,48 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 
 @main.command()
+@click.argument("architecture")
+@click.option("--input-shape", required=True, help="One input, e.g. 3,32,32 (an exemplar costs its product in bytes).")
+@click.option("--classes", "num_classes", type=click.IntRange(min=1), required=True, help="Classes of the stream.")
+@click.option("--tasks", type=click.IntRange(min=1), required=True, help="Tasks of the stream (T).")
+@click.option("--exemplars", type=click.IntRange(min=0), default=2000, show_default=True,
+              help="DER's exemplar memory B (the reference: B exemplars + T backbones).")
+@click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="An architecture argument (repeat).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def budget(architecture: str, input_shape: str, num_classes: int, tasks: int, exemplars: int,
+           model_args: tuple[str, ...], as_json: bool) -> None:
+    """Memory accounting (MEMO): what ARCHITECTURE costs in exemplars, and the exemplar budgets that give a
+    single-backbone method and MEMO the same memory as DER (B exemplars + T backbones)."""
+    from zoo.budget import budget_report
+    from zoo.models import is_known_architecture, validate_model_args
+
+    if not is_known_architecture(architecture):
+        raise ZooError(f"unknown architecture {architecture!r} (a zoo model or a timm model name)")
+    args = _overrides(model_args)
+    validate_model_args(architecture, args)
+    report = budget_report(architecture, _shape(input_shape), num_classes, tasks, exemplars, **args)
+    if as_json:
+        click.echo(_json(report))
+        return
+    p, m = report["parameters"], report["model_in_exemplars"]
+    lines = [f"{architecture} for {num_classes} classes, inputs {'x'.join(map(str, report['input_shape']))} "
+             f"({report['exemplar_bytes']:,} bytes an exemplar), T = {tasks}, B = {exemplars:,}",
+             f"parameters     {p['parameters']:>12,}  (backbone {p['backbone']:,} + head {p['head']:,})"]
+    if p["specialized"] is not None:
+        lines.append(f"MEMO split     generalized {p['generalized']:,} + specialized {p['specialized']:,}")
+    lines += [f"one model      {m['backbone']:.2f} exemplars (backbone, as MEMO/PyCIL count); "
+              f"{m['with_head']:.2f} with the head",
+              f"aligned with DER ({exemplars:,} exemplars + {tasks} backbones):",
+              f"  single-backbone method  {report['single_backbone']['backbone']:>8,} exemplars "
+              f"({report['single_backbone']['with_head']:,} counting heads)"]
+    if "memo" in report:
+        lines.append(f"  MEMO                    {report['memo']['exemplars']:>8,} exemplars")
+    else:
+        lines.append("  MEMO                    (no generalized/specialized split declared for this architecture)")
+    click.echo("\n".join(lines))
+
+
+@main.command()
 @registry_option
 @click.option("--adopt", is_flag=True, help="First mark a registry made by a zoo from before registry markers.")
 def gc(registry_uri: str | None, adopt: bool) -> None:

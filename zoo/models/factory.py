@@ -28,6 +28,26 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
+_SPLITS: dict[str, tuple[str, ...]] = {}
+
+
+def register_split(architecture: str, specialized: tuple[str, ...]) -> None:
+    """Record MEMO's split of an architecture: the state-dict prefixes of its **specialized** (deep, per-task)
+    blocks; every other backbone parameter is **generalized** (shallow, shared). Declared next to each
+    architecture, so the budget and MEMO's expandable model read one definition."""
+    _SPLITS[architecture] = tuple(specialized)
+
+
+def specialized_prefixes(architecture: str) -> tuple[str, ...] | None:
+    """The specialized blocks' state-dict prefixes of ``architecture``, or None when no split is declared."""
+    return _SPLITS.get(architecture)
+
+
+# timm architectures MEMO splits (their code lives in timm, so the split is declared here): ImageNet ResNet-18
+# specializes its last stage.
+register_split("resnet18", ("layer4.",))
+
+
 def list_models() -> list[str]:
     """Names of zoo's own architectures (any timm name is accepted as well)."""
     return sorted(_MODELS)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .factory import register_model
+from .factory import register_model, register_split
 from .nets import _Classifier, init_conv_weights
 
 #: Width of ResNet-32's features (channels of stage 3).
@@ -141,6 +141,9 @@ def resnet32(num_classes: int = 10, in_chans: int = 3) -> nn.Module:
     return ResNet32(num_classes, in_chans)
 
 
+register_split("resnet32", ("body.specialized.",))  # stage 3 + pooling: 351,488 of 463,504
+
+
 @register_model
 def reduced_resnet18(num_classes: int = 10, in_chans: int = 3, nf: int = 20) -> nn.Module:
     """Slim ResNet-18 of GEM / Ex-Model (Split-CIFAR-10): ResNet-18's 2-2-2-2 basic blocks at nf, 2nf, 4nf, 8nf
@@ -154,3 +157,6 @@ def reduced_resnet18(num_classes: int = 10, in_chans: int = 3, nf: int = 20) -> 
         pool=_pool()))
     init_conv_weights(body)
     return _Classifier(body, 8 * nf, num_classes)
+
+
+register_split("reduced_resnet18", ("body.stage4.", "body.pool."))  # the last stage, as for ResNet-18

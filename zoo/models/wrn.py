@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .factory import register_model
+from .factory import register_model, register_split
 from .nets import _Classifier, init_conv_weights
 
 
@@ -64,3 +64,6 @@ def wrn16_4(num_classes: int = 10, in_chans: int = 3, dropout: float = 0.0) -> n
     """WRN-16-4 (Model Zoo's expert): 2 wide blocks per group at 64/128/256 channels, 256-d features;
     2,748,890 parameters with a 10-class head (2,746,320 without)."""
     return wide_resnet(16, 4, num_classes, in_chans, dropout)
+
+
+register_split("wrn16_4", ("body.group3.", "body.bn."))  # the last group (and its final BatchNorm)

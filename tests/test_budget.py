@@ -1,0 +1,58 @@
+"""MEMO's memory accounting: exact parameter counts, exemplar costs and memory-aligned budgets (`zoo budget`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.test_cli import zoo
+from zoo.budget import aligned_budgets, budget_report, model_cost
+
+
+def test_the_cifar100_figures_of_the_paper():
+    r = budget_report("resnet32", (3, 32, 32), 100, 10)
+    p = r["parameters"]
+    assert (p["backbone"], p["generalized"], p["specialized"]) == (463_504, 112_016, 351_488)
+    assert r["exemplar_bytes"] == 3072 and r["model_in_exemplars"]["backbone"] == pytest.approx(603.52, abs=0.005)
+    assert r["single_backbone"]["backbone"] == 7_431 and r["memo"]["exemplars"] == 3_312  # B0 Inc10
+    r20 = budget_report("resnet32", (3, 32, 32), 100, 20)
+    assert r20["memo"]["exemplars"] == 4_771 and r20["single_backbone"]["backbone"] == 13_466  # B0 Inc5
+    assert r["der"] == {"exemplars": 2000, "backbones": 10, "bytes": 2000 * 3072 + 10 * 463_504 * 4}
+
+
+def test_resnet18_at_imagenet_resolution():
+    cost = model_cost("resnet18", 1000)
+    assert cost.backbone == 11_176_512 and cost.generalized + cost.specialized == cost.backbone
+    assert cost.backbone * 4 / (224 * 224 * 3) == pytest.approx(297.0, abs=0.01)
+
+
+@pytest.mark.parametrize("arch, args", [("wrn16_4", {}), ("reduced_resnet18", {}), ("resnet32", {})])
+def test_declared_splits_cover_the_backbone(arch, args):
+    cost = model_cost(arch, 10, **args)
+    assert cost.specialized > 0 and cost.generalized > 0 and cost.generalized + cost.specialized == cost.backbone
+
+
+def test_equal_memory_is_what_the_budgets_mean():
+    cost = model_cost("resnet32", 100)
+    b = aligned_budgets(cost, 10, 3072)
+    der = b["der"]["bytes"]
+    single = cost.backbone * 4 + b["single_backbone"]["backbone"] * 3072
+    memo = (cost.generalized + 10 * cost.specialized) * 4 + b["memo"]["exemplars"] * 3072
+    assert 0 <= der - single < 3072 and 0 <= der - memo < 3072  # equal up to one exemplar (the floor)
+
+
+def test_zoo_budget_cli():
+    code, out, err = zoo("budget", "resnet32", "--input-shape", "3,32,32", "--classes", "100", "--tasks", "10", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["memo"]["exemplars"] == 3312 and report["single_backbone"]["backbone"] == 7431
+    code, out, _ = zoo("budget", "resnet32", "--input-shape", "3,32,32", "--classes", "100", "--tasks", "20")
+    assert code == 0 and "13,466" in out and "4,771" in out and "603.52" in out
+    code, out, _ = zoo("budget", "mlp", "--input-shape", "64", "--classes", "10", "--tasks", "5", "--arg", "in_features=64")
+    assert code == 0 and "no generalized/specialized split" in out
+    for args, message in ((["nope"], "unknown architecture"), (["mlp", "--arg", "checkpoint_path=/x"], "no argument"),
+                          (["resnet32", "--input-shape", "0,3"], "input-shape")):
+        full = [*args[:1], "--input-shape", "3,32,32", "--classes", "10", "--tasks", "2", *args[1:]]
+        code, _, err = zoo("budget", *full)
+        assert code != 0 and message in err and err.count("\n") == 1 and "internal error" not in err, err
