@@ -49,6 +49,10 @@ def test_zoo_budget_cli():
     assert report["memo"]["exemplars"] == 3312 and report["single_backbone"]["backbone"] == 7431
     code, out, _ = zoo("budget", "resnet32", "--input-shape", "3,32,32", "--classes", "100", "--tasks", "20")
     assert code == 0 and "13,466" in out and "4,771" in out and "603.52" in out
+    # the spelling of issue 12's acceptance command
+    code, out, _ = zoo("budget", "--arch", "resnet32", "--input", "3x32x32", "--classes", "100", "--tasks", "10",
+                       "--exemplars", "2000")
+    assert code == 0 and "463,504" in out and "7,431" in out and "3,312" in out and "603.52" in out
     code, out, _ = zoo("budget", "mlp", "--input-shape", "64", "--classes", "10", "--tasks", "5", "--arg", "in_features=64")
     assert code == 0 and "no generalized/specialized split" in out
     for args, message in ((["nope"], "unknown architecture"), (["mlp", "--arg", "checkpoint_path=/x"], "no argument"),

@@ -711,20 +711,26 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
 
 
 @main.command()
-@click.argument("architecture")
-@click.option("--input-shape", required=True, help="One input, e.g. 3,32,32 (an exemplar costs its product in bytes).")
+@click.argument("architecture", required=False)
+@click.option("--arch", "arch_option", metavar="ARCH", help="The architecture (or give it as the argument).")
+@click.option("--input-shape", "--input", "input_shape", required=True,
+              help="One input, e.g. 3x32x32 or 3,32,32 (an exemplar costs its product in bytes).")
 @click.option("--classes", "num_classes", type=click.IntRange(min=1), required=True, help="Classes of the stream.")
 @click.option("--tasks", type=click.IntRange(min=1), required=True, help="Tasks of the stream (T).")
 @click.option("--exemplars", type=click.IntRange(min=0), default=2000, show_default=True,
               help="DER's exemplar memory B (the reference: B exemplars + T backbones).")
 @click.option("--arg", "model_args", multiple=True, metavar="KEY=VALUE", help="An architecture argument (repeat).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def budget(architecture: str, input_shape: str, num_classes: int, tasks: int, exemplars: int,
-           model_args: tuple[str, ...], as_json: bool) -> None:
+def budget(architecture: str | None, arch_option: str | None, input_shape: str, num_classes: int, tasks: int,
+           exemplars: int, model_args: tuple[str, ...], as_json: bool) -> None:
     """Memory accounting (MEMO): what ARCHITECTURE costs in exemplars, and the exemplar budgets that give a
     single-backbone method and MEMO the same memory as DER (B exemplars + T backbones)."""
     from zoo.budget import budget_report
     from zoo.models import is_known_architecture, validate_model_args
+
+    if (architecture is None) == (arch_option is None):
+        raise click.UsageError("give the architecture once: as the argument or with --arch")
+    architecture = architecture or arch_option
 
     if not is_known_architecture(architecture):
         raise ZooError(f"unknown architecture {architecture!r} (a zoo model or a timm model name)")
