@@ -60,3 +60,30 @@ def test_zoo_budget_cli():
         full = [*args[:1], "--input-shape", "3,32,32", "--classes", "10", "--tasks", "2", *args[1:]]
         code, _, err = zoo("budget", *full)
         assert code != 0 and message in err and err.count("\n") == 1 and "internal error" not in err, err
+
+
+def test_herding_picks_the_icarl_order_and_a_class_that_runs_out_stops():
+    import torch
+
+    from zoo.herding import herding_order, select_exemplars
+
+    # hand-made 2-d features at angles 0, 10, 50, -60, 90 degrees (normalised)
+    angles = torch.tensor([0.0, 10.0, 50.0, -60.0, 90.0]) * torch.pi / 180
+    feats = torch.stack([angles.cos(), angles.sin()], 1) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])[:, None]
+    phi = torch.nn.functional.normalize(feats, dim=1)
+    mu = torch.nn.functional.normalize(phi.mean(0), dim=0)
+    # the iCaRL rule by brute force: the k-th pick minimises |mu - mean(chosen + candidate)|
+    expected, chosen = [], []
+    for _ in range(5):
+        best = min((i for i in range(5) if i not in chosen),
+                   key=lambda i: float((mu - (phi[chosen].sum(0) + phi[i]) / (len(chosen) + 1)).norm()))
+        chosen.append(best)
+    expected = chosen
+    assert herding_order(feats, 5).tolist() == expected
+    assert herding_order(feats, 2).tolist() == expected[:2]  # a smaller quota keeps the first picks
+    # budget 12 over 3 classes: quota 4; class 2 has only 2 samples and keeps 2, without giving its spare away
+    labels = torch.tensor([0] * 6 + [1] * 5 + [2] * 2)
+    x = torch.randn(13, 4, generator=torch.Generator().manual_seed(0))
+    idx, kept = select_exemplars(x, labels, [0, 1, 2], 12)
+    assert kept == {0: 4, 1: 4, 2: 2} and len(idx) == 10 and len(set(idx.tolist())) == 10
+    assert torch.bincount(labels[idx]).tolist() == [4, 4, 2]
