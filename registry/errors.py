@@ -11,6 +11,13 @@ class ZooError(Exception):
     """Base class of every error zoo raises on purpose (bad input, missing things, corrupt files)."""
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters), or its type's name: what a
+    one-line error may quote of a library's multi-line message."""
+    text = str(e).strip().splitlines()
+    return text[0][:limit] if text else type(e).__name__
+
+
 class InvalidNameError(ZooError, ValueError):
     """A name or tag is not allowed (path separators, ``..``, control characters, empty, too long)."""
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from .base import Query, Registry, resolve_among
 from .card import CARD_FILE, ExpertCard
-from .errors import HubError, ZooError
+from .errors import HubError, ZooError, first_line
 from .expert import Expert
 from .names import validate_tag
 
@@ -46,7 +46,7 @@ def hub_errors(what: str) -> Iterator[None]:
         raise HubError(f"{what}: repository not found (or it is private and no valid token was given: "
                        f"`hf auth login` or HF_TOKEN)") from None
     except EntryNotFoundError as e:
-        raise HubError(f"{what}: file not found on the Hub ({_first_line(e)})") from None
+        raise HubError(f"{what}: file not found on the Hub ({first_line(e)})") from None
     except HfHubHTTPError as e:
         response = getattr(e, "response", None)
         status = getattr(response, "status_code", None)
@@ -57,11 +57,11 @@ def hub_errors(what: str) -> Iterator[None]:
         raise HubError(f"{what}: the Hub at {_endpoint_of(e)} did not answer in time ({type(e).__name__})") from None
     except transport as e:  # connection refused or reset, DNS, a body cut short
         raise HubError(f"{what}: cannot reach the Hub at {_endpoint_of(e)} ({type(e).__name__}: "
-                       f"{_first_line(e)})") from None
+                       f"{first_line(e)})") from None
     except (ConnectionError, OSError) as e:
         if isinstance(e, ZooError):
             raise
-        raise HubError(f"{what}: cannot reach the Hub ({_first_line(e)})") from None
+        raise HubError(f"{what}: cannot reach the Hub ({first_line(e)})") from None
 
 
 @functools.lru_cache(maxsize=1)
@@ -115,11 +115,6 @@ def _endpoint_of(obj: Any) -> str:
     parts = urlsplit(str(url))
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:200] if text else type(e).__name__
 
 
 class HubRegistry(Registry):

@@ -232,7 +232,7 @@ def distill_registry_experts(registry: Any, expert_refs: Sequence[str], cfg: Dis
     from dataclasses import asdict
 
     from registry.card import ParentRef, TaskSpec
-    from registry.errors import ZooError
+    from registry.errors import ZooError, first_line
 
     from .models import create_model
     from .synthetic import AuxSource, InversionConfig, InversionSource, NoiseSource, fit_inputs
@@ -290,8 +290,8 @@ def distill_registry_experts(registry: Any, expert_refs: Sequence[str], cfg: Dis
                 shares, info = distill_expert(student, model, classes, seen, shares, src, buffer_size, cfg,
                                               num_classes, generator, progress=progress)
             except RuntimeError as err:  # an expert that cannot take these inputs
-                first = (str(err).strip().splitlines() or ["RuntimeError"])[0]
-                raise ZooError(f"expert {e.name} ({e.id}) cannot take inputs of shape {input_shape}: {first}") from None
+                raise ZooError(f"expert {e.name} ({e.id}) cannot take inputs of shape {input_shape}: "
+                               f"{first_line(err)}") from None
             steps.append({"expert": e.id, "classes": classes, **info})
             seen = seen + [c for c in classes if c not in set(seen)]
         tasks: dict[int, tuple[int, ...]] = {t.id: t.classes for t in (base_card.tasks if base_card else [])}

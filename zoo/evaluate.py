@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from registry import Expert
-from registry.errors import ZooError
+from registry.errors import ZooError, first_line
 
 from .ensemble import ZooEnsemble
 from .metrics import evaluate_stage
@@ -38,9 +38,8 @@ def _check_inputs(experts: Sequence[Expert], ensemble: ZooEnsemble, stream: Any)
             try:
                 member.model.eval()(x)
             except RuntimeError as e:
-                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise ZooError(f"expert {expert.name} ({expert.id}) cannot take the recipe's inputs of shape "
-                               f"{tuple(x.shape[1:])}: {first}") from None
+                               f"{tuple(x.shape[1:])}: {first_line(e)}") from None
 
 
 def evaluate_experts(experts: Sequence[Expert], recipe: Any, device: str | None = None) -> dict[str, Any]:

@@ -177,7 +177,7 @@ def upgrade_from_registry(registry: Any, base_ref: str, student_arch: str, recip
     distil, or qdi for Quick Deep Inversion of what the teacher knew). The new base is written with the old
     one as its parent and every setting in its card; its classes are the teacher's plus the task's."""
     from registry.card import ParentRef, TaskSpec
-    from registry.errors import ZooError
+    from registry.errors import ZooError, first_line
 
     from ..data import build_stream
     from ..models import create_model
@@ -201,8 +201,8 @@ def upgrade_from_registry(registry: Any, base_ref: str, student_arch: str, recip
         r, synthetic, facts = learn_task(student, teacher, task, seen, prev, params, recipe.training, stream.num_classes,
                                          torch.Generator().manual_seed(seed), progress=progress)
     except RuntimeError as e:
-        first = (str(e).strip().splitlines() or ["RuntimeError"])[0]
-        raise ZooError(f"base {base_card.name} or the {student_arch} student cannot take the recipe's inputs: {first}") from None
+        raise ZooError(f"base {base_card.name} or the {student_arch} student cannot take the recipe's inputs: "
+                       f"{first_line(e)}") from None
     tasks = {t.id: t.classes for t in base_card.tasks}
     tasks[task.id] = tuple(task.classes)
     settings = {"method": f"hcl-{params.variant}", "base": base_card.id, "recipe": recipe.name, "task": task.id,
