@@ -71,6 +71,13 @@ APPLICATION_ID = 0x7A6F6F31
 _DEBRIS = re.compile(r"\.?[0-9a-f]{32}(\.lock)?")
 
 
+def _write_marker(root: Path) -> None:
+    """Write ``zoo-registry.json`` atomically: the last step of making (or adopting) a registry."""
+    tmp = root / (MARKER_FILE + ".tmp")
+    tmp.write_text(json.dumps({"format": "zoo-registry", "version": REGISTRY_FORMAT}) + "\n")
+    os.replace(tmp, root / MARKER_FILE)
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -144,9 +151,7 @@ class LocalRegistry(Registry):
             db.close()
         for sub in ("tmp", "trash"):
             (root / sub).mkdir(exist_ok=True)
-        tmp = root / (MARKER_FILE + ".tmp")
-        tmp.write_text(json.dumps({"format": "zoo-registry", "version": REGISTRY_FORMAT}) + "\n")
-        os.replace(tmp, root / MARKER_FILE)
+        _write_marker(root)
         return cls(root, create=False)
 
     def _init_index(self) -> None:
@@ -179,9 +184,7 @@ class LocalRegistry(Registry):
         self.root.mkdir(parents=True, exist_ok=True)
         for sub in ("experts", "tmp", "trash"):
             (self.root / sub).mkdir(exist_ok=True)
-        tmp = self.root / (MARKER_FILE + ".tmp")
-        tmp.write_text(json.dumps({"format": "zoo-registry", "version": REGISTRY_FORMAT}) + "\n")
-        os.replace(tmp, self.root / MARKER_FILE)
+        _write_marker(self.root)
 
     def _check_marker(self, marker: Path) -> None:
         try:
