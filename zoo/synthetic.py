@@ -20,9 +20,10 @@ The building blocks are written once so that HCL's Quick Deep Inversion reuses t
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -257,13 +258,26 @@ class InversionSource(Source):
         return x, y
 
 
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode (BatchNorm uses its running statistics) with its parameters out of autograd,
+    for the block: only the synthetic inputs are optimised. Mode and ``requires_grad`` are restored after."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
 def invert(expert: nn.Module, y: torch.Tensor, classes: Sequence[int], input_shape: Sequence[int],
            cfg: InversionConfig, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """Inputs for which ``expert`` predicts ``y`` (global ids among ``classes``), by model inversion."""
-    was_training = expert.training
-    expert.eval()  # BN uses its running statistics; the prior compares the batch's with them
-    for p in expert.parameters():
-        p.requires_grad_(False)
     cls = torch.as_tensor(list(classes), device=device)
     local = torch.full((int(cls.max()) + 1,), -1, dtype=torch.long, device=device)
     local[cls] = torch.arange(len(cls), device=device)
@@ -271,7 +285,7 @@ def invert(expert: nn.Module, y: torch.Tensor, classes: Sequence[int], input_sha
     x = torch.randn((len(y), *input_shape), generator=generator).to(device).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=cfg.lr)
     prior = StatsPrior(expert, mode="bn") if cfg.lambda_bn > 0 else None
-    try:
+    with frozen(expert):  # BN uses its running statistics; the prior compares the batch's with them
         for _ in range(cfg.steps):
             xa = augment(x, cfg.augment, generator, pad=2)
             if prior is not None:
@@ -287,10 +301,6 @@ def invert(expert: nn.Module, y: torch.Tensor, classes: Sequence[int], input_sha
             opt.step()
             with torch.no_grad():
                 x.clamp_(-cfg.clip, cfg.clip)
-    finally:
-        for p in expert.parameters():
-            p.requires_grad_(True)
-        expert.train(was_training)
     return x.detach()
 
 
@@ -364,16 +374,12 @@ def quick_deep_inversion(teacher: nn.Module, current: torch.Tensor, classes: Seq
     idx = torch.randint(0, len(current), (cfg.samples,), generator=generator).to(device)
     x = augment(current[idx], "auto", generator).detach().clone().requires_grad_(True)
     y = balanced_labels(classes, cfg.samples, device)
-    was_training = teacher.training
-    teacher.eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
     prior = StatsPrior(teacher, norm="l2")
-    if prior.mode == "outputs":
-        prior.freeze(current[: max(cfg.samples, 256)])
     opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.5, 0.9))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, cfg.steps, cfg.warmup))
-    try:
+    with frozen(teacher):
+        if prior.mode == "outputs":
+            prior.freeze(current[: max(cfg.samples, 256)])
         for _ in range(cfg.steps):
             with prior:
                 logits = teacher(x)
@@ -384,8 +390,4 @@ def quick_deep_inversion(teacher: nn.Module, current: torch.Tensor, classes: Seq
             loss.backward()
             opt.step()
             sched.step()
-    finally:
-        for p in teacher.parameters():
-            p.requires_grad_(True)
-        teacher.train(was_training)
     return x.detach(), y, prior
