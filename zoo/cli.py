@@ -483,24 +483,29 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _architecture(name: str, args: tuple[str, ...] = (), flag: str = "") -> dict[str, Any]:
+    """Check an architecture named on the command line and its ``KEY=VALUE`` arguments (known name, safe and
+    fitting arguments: the rules of :func:`zoo.models.validate_model_args`); return the arguments."""
+    from zoo.models import is_known_architecture, validate_model_args
+
+    if not is_known_architecture(name):
+        raise ZooError(f"unknown architecture {name!r}{' for ' + flag if flag else ''} "
+                       f"(a zoo model or a timm model name)")
+    return validate_model_args(name, _overrides(args))
+
+
 def _upgrade(how: str, base_ref: str | None, student_arch: str | None, student_args: tuple[str, ...],
              recipe_path: Path | None, registry_uri: str | None, dest: str | None, new_name: str | None,
              device: str | None, seed: int, filters: dict[str, Any]) -> tuple[ExpertCard, Registry]:
     """HCL: a registry model as the teacher of a fresh architecture on one task of a recipe's stream."""
     from zoo.methods.hcl import HCLParams, upgrade_from_registry
-    from zoo.models import is_known_architecture
     from zoo.recipe import load_recipe
 
     if base_ref is None or student_arch is None or recipe_path is None or filters.get("task") is None:
         raise click.UsageError(f"--method {how} needs --base, --student-arch, --recipe and --task N")
     if any(v is not None for k, v in filters.items() if k != "task"):
         raise click.UsageError(f"--method {how} selects no experts: filters other than --task do not apply")
-    if not is_known_architecture(student_arch):
-        raise ZooError(f"unknown architecture {student_arch!r} for --student-arch")
-    args = {k: v for k, v in _overrides(student_args).items()}
-    from zoo.models import validate_model_args
-
-    validate_model_args(student_arch, args)
+    args = _architecture(student_arch, student_args, "--student-arch")
     recipe = load_recipe(recipe_path)
     reg = _open(registry_uri)
     target = _open(dest, create=True) if dest else None
@@ -520,10 +525,7 @@ def _distill(reg: Registry, experts: list[str], base_id: str | None, dest: str |
     from zoo.synthetic import InversionConfig
 
     if student_arch is not None:
-        from zoo.models import is_known_architecture
-
-        if not is_known_architecture(student_arch):
-            raise ZooError(f"unknown architecture {student_arch!r} for --student-arch")
+        _architecture(student_arch, flag="--student-arch")
     aux = None
     if source == "aux":
         if aux_dataset is None:
@@ -726,16 +728,11 @@ def budget(architecture: str | None, arch_option: str | None, input_shape: str, 
     """Memory accounting (MEMO): what ARCHITECTURE costs in exemplars, and the exemplar budgets that give a
     single-backbone method and MEMO the same memory as DER (B exemplars + T backbones)."""
     from zoo.budget import budget_report
-    from zoo.models import is_known_architecture, validate_model_args
 
     if (architecture is None) == (arch_option is None):
         raise click.UsageError("give the architecture once: as the argument or with --arch")
     architecture = architecture or arch_option
-
-    if not is_known_architecture(architecture):
-        raise ZooError(f"unknown architecture {architecture!r} (a zoo model or a timm model name)")
-    args = _overrides(model_args)
-    validate_model_args(architecture, args)
+    args = _architecture(architecture, model_args)
     report = budget_report(architecture, _shape(input_shape), num_classes, tasks, exemplars, **args)
     if as_json:
         click.echo(_json(report))
