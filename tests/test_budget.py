@@ -53,8 +53,12 @@ def test_zoo_budget_cli():
     code, out, _ = zoo("budget", "--arch", "resnet32", "--input", "3x32x32", "--classes", "100", "--tasks", "10",
                        "--exemplars", "2000")
     assert code == 0 and "463,504" in out and "7,431" in out and "3,312" in out and "603.52" in out
-    code, out, _ = zoo("budget", "mlp", "--input-shape", "64", "--classes", "10", "--tasks", "5", "--arg", "in_features=64")
+    code, out, _ = zoo("budget", "lenet5", "--input-shape", "1,28,28", "--classes", "10", "--tasks", "5")
     assert code == 0 and "no generalized/specialized split" in out
+    code, out, _ = zoo("budget", "mlp", "--input-shape", "64", "--classes", "10", "--tasks", "5", "--arg",
+                       "in_features=64", "--arg", "depth=3", "--json")
+    split = json.loads(out)["parameters"]  # the split follows the depth: the last hidden layer is specialized
+    assert (split["generalized"], split["specialized"]) == (64 * 256 + 256 + 256 * 256 + 256, 256 * 256 + 256)
     for args, message in ((["nope"], "unknown architecture"), (["mlp", "--arg", "checkpoint_path=/x"], "no argument"),
                           (["resnet32", "--input-shape", "0,3"], "input-shape")):
         full = [*args[:1], "--input-shape", "3,32,32", "--classes", "10", "--tasks", "2", *args[1:]]
@@ -71,7 +75,7 @@ def test_herding_picks_the_icarl_order_and_a_class_that_runs_out_stops():
     angles = torch.tensor([0.0, 10.0, 50.0, -60.0, 90.0]) * torch.pi / 180
     feats = torch.stack([angles.cos(), angles.sin()], 1) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])[:, None]
     phi = torch.nn.functional.normalize(feats, dim=1)
-    mu = torch.nn.functional.normalize(phi.mean(0), dim=0)
+    mu = phi.mean(0)  # iCaRL's class mean of the normalised features, not normalised again
     # the iCaRL rule by brute force: the k-th pick minimises |mu - mean(chosen + candidate)|
     expected, chosen = [], []
     for _ in range(5):

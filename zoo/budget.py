@@ -8,10 +8,12 @@ and in exemplar equivalents, so methods can be compared at equal memory.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 from torch import nn
+
+from .schema import RecipeError, bounded
 
 
 def parameter_count(model: nn.Module) -> int:
@@ -96,7 +98,7 @@ def model_cost(architecture: str, num_classes: int, **model_args: Any) -> ModelC
     model = create_model(architecture, num_classes, **model_args)
     total = parameter_count(model)
     head = head_parameter_count(model)
-    prefixes = specialized_prefixes(architecture)
+    prefixes = specialized_prefixes(architecture, model_args) or None
     specialized = None
     if prefixes is not None:
         specialized = sum(p.numel() for n, p in model.named_parameters() if n.startswith(prefixes))
@@ -137,3 +139,108 @@ def budget_report(architecture: str, input_shape: Any, num_classes: int, tasks: 
     return {"architecture": architecture, "model_args": dict(model_args), "input_shape": list(input_shape),
             "num_classes": num_classes, "parameters": asdict(cost),
             **aligned_budgets(cost, tasks, e, base_exemplars)}
+
+
+# --- a recipe's memory budget ----------------------------------------------------------------------------------
+
+@dataclass
+class BudgetSpec:
+    """A recipe's ``budget:``: the total memory every method that keeps exemplars gets, from which each
+    method's exemplar count is derived from its own model cost.
+
+    Give exactly one of ``exemplars`` (a reference: that many exemplars plus ``backbones`` models of the
+    recipe's architecture; ``backbones`` defaults to one per task, DER's memory at the end of the stream:
+    "2,000 exemplars + T backbones"), ``bytes`` or ``megabytes`` (10^6 bytes). ``convention`` says whether a
+    model's head counts (``with_head``) or not (``backbone``: MEMO's and PyCIL's convention). ``sweep`` lists
+    other values of the same quantity for a budget sweep (``zoo run --budgets`` overrides it).
+    """
+
+    exemplars: int | None = bounded(None, ge=0)
+    backbones: int | None = bounded(None, ge=0)
+    bytes: int | None = bounded(None, ge=1)
+    megabytes: float | None = bounded(None, gt=0)
+    convention: Literal["backbone", "with_head"] = "backbone"
+    sweep: list[int | float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("exemplars", "bytes", "megabytes") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise RecipeError("recipe: budget: give exactly one of exemplars (with backbones), bytes or megabytes"
+                              + (f" (got {', '.join(given)})" if given else ""))
+        if self.backbones is not None and self.exemplars is None:
+            raise RecipeError("recipe: budget.backbones goes with budget.exemplars (the reference memory)")
+        for i, v in enumerate(self.sweep):
+            self.check_value(v, f"budget.sweep[{i}]")
+
+    @property
+    def form(self) -> str:
+        """Which quantity the budget is given in: exemplars, bytes or megabytes."""
+        return next(k for k in ("exemplars", "bytes", "megabytes") if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> float:
+        """The budget's value in its own quantity."""
+        return getattr(self, self.form)
+
+    def check_value(self, v: Any, where: str) -> float:
+        """A value of the budget's quantity (a sweep point): whole and >= 0 for exemplars, >= 1 byte, > 0 MB."""
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or math.isinf(v):
+            raise RecipeError(f"recipe: {where} must be a number, got {v!r}")
+        if self.form == "megabytes":
+            if v <= 0:
+                raise RecipeError(f"recipe: {where} must be > 0 megabytes, got {v!r}")
+            return float(v)
+        if v != int(v) or v < (0 if self.form == "exemplars" else 1):
+            raise RecipeError(f"recipe: {where} must be a whole number of {self.form} "
+                              f"{'>= 0' if self.form == 'exemplars' else '>= 1'}, got {v!r}")
+        return int(v)
+
+    def with_value(self, v: float) -> "BudgetSpec":
+        """The same budget at another value of its quantity (one point of a sweep)."""
+        return BudgetSpec(**{**asdict(self), self.form: self.check_value(v, "budget"), "sweep": []})
+
+
+def _charged(models: list[nn.Module], convention: str) -> int:
+    params = sum(parameter_count(m) for m in models)
+    return params if convention == "with_head" else params - sum(head_parameter_count(m) for m in models)
+
+
+def plan_budget(budget: BudgetSpec, recipe: Any, stream: Any) -> dict[str, Any]:
+    """Each method's exemplar count under ``budget``: (total bytes − its models' bytes) // bytes per
+    exemplar, with its models as they stand after the last task (:meth:`Method.budget_models`). Returns the
+    derivation that ``results.json`` states; raises RecipeError when a method's models alone exceed it."""
+    from .methods import get_method
+    from .models import create_model
+
+    e = exemplar_bytes(stream)
+    tasks, classes = len(stream.tasks), stream.num_classes
+    arch, args = recipe.model.architecture, dict(recipe.model.args)
+    reference: dict[str, Any] = {"form": budget.form, "value": budget.value, "convention": budget.convention}
+    if budget.form == "exemplars":
+        backbones = tasks if budget.backbones is None else budget.backbones
+        per_model = _charged([create_model(arch, classes, **args)], budget.convention)
+        total = budget.exemplars * e + backbones * per_model * 4
+        reference.update(exemplars=budget.exemplars, backbones=backbones, parameters_per_backbone=per_model,
+                         text=f"{budget.exemplars:,} exemplars + {backbones} x {arch} ({per_model:,} parameters)")
+    else:
+        total = budget.bytes if budget.form == "bytes" else int(budget.megabytes * 1e6)
+        reference["text"] = f"{total:,} bytes"
+    methods: dict[str, Any] = {}
+    for spec in recipe.methods:
+        cls = get_method(spec.method)
+        if cls.memory_param is None:
+            methods[spec.key] = {"applies": False,
+                                 "why": f"{spec.method} keeps no exemplar memory the budget could size"}
+            continue
+        n = _charged(cls.budget_models(arch, args, classes, tasks, spec.params), budget.convention)
+        left = total - 4 * n
+        if left < 0:
+            raise RecipeError(f"recipe: budget: {spec.key}'s models alone take {4 * n:,} bytes, more than the "
+                              f"budget of {total:,} bytes")
+        k = left // e
+        methods[spec.key] = {
+            "applies": True, "parameter": cls.memory_param, "model_parameters": n, "model_bytes": 4 * n,
+            "exemplars": k, "exemplar_bytes": k * e, "total_bytes": 4 * n + k * e,
+            "derivation": f"floor(({total:,} - {4 * n:,}) / {e}) = {k:,} exemplars"}
+    return {"total_bytes": total, "megabytes": total / 1e6, "bytes_per_exemplar": e, "tasks": tasks,
+            "reference": reference, "methods": methods}

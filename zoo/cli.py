@@ -446,16 +446,26 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. training.epochs=2.")
 @click.option("--dry-run", is_flag=True, help="Validate the recipe, print it resolved, and stop.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run already in --out.")
+@click.option("--budgets", metavar="V1,V2,...",
+              help="Run a budget sweep: the recipe at each memory budget (in the unit of its budget: field; "
+                   "without one, exemplars of the reference 'B exemplars + one backbone per task').")
 def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | None, sets: tuple[str, ...],
-        dry_run: bool, no_resume: bool) -> None:
+        dry_run: bool, no_resume: bool, budgets: str | None) -> None:
     """Run RECIPE (a YAML file): train every method stage by stage, evaluate, push experts, write results.
 
     The run folder gets results.json, an accuracy-matrix PNG per method, the resolved recipe and a log;
-    running again into the same folder resumes after the last finished stage.
+    running again into the same folder resumes after the last finished stage. With --budgets (or a
+    recipe's budget.sweep) every budget gets its own run folder inside --out, and sweep.json / sweep.png
+    hold the accuracy-versus-memory curves and AUC-A / AUC-L.
     """
     from zoo.recipe import dump_recipe, load_recipe
 
     parsed = load_recipe(recipe, _overrides(sets))
+    values = _budget_values(budgets) if budgets is not None else list(parsed.budget.sweep if parsed.budget else [])
+    if values:
+        from zoo.sweep import sweep_recipes
+
+        sweep_recipes(parsed, values)  # every budget value is checked before anything runs
     if dry_run:
         click.echo(dump_recipe(parsed), nl=False)
         return
@@ -468,9 +478,28 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("zoo: %(message)s"))
         logging.getLogger("zoo").addHandler(console)
-    results = run_recipe(parsed, RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet()))
+    opts = RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet())
+    if values:
+        from zoo.sweep import run_sweep, sweep_table
+
+        summary = run_sweep(parsed, values, opts)
+        click.echo(sweep_table(summary))
+        click.echo(f"\nsweep: {out / 'sweep.json'}, {out / 'sweep.png'}")
+        return
+    results = run_recipe(parsed, opts)
     click.echo(results_table(results))
     click.echo(f"\nresults: {out / 'results.json'}")
+
+
+def _budget_values(text: str) -> list[float]:
+    values = []
+    for part in text.split(","):
+        try:
+            v = float(part.strip())
+        except ValueError:
+            raise click.UsageError(f"--budgets expects numbers separated by commas, got {part.strip()!r}") from None
+        values.append(int(v) if v.is_integer() else v)
+    return values
 
 
 def _shape(text: str) -> tuple[int, ...]:

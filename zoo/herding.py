@@ -1,6 +1,7 @@
 """Exemplar selection by iCaRL herding (Rebuffi et al. 2017), as MEMO and PyCIL keep their memories.
 
-For one class with L2-normalised features φ and mean μ, the k-th exemplar is the sample (not yet chosen) that
+For one class with L2-normalised features φ and their mean μ (not normalised again: iCaRL's Algorithm 4 and
+PyCIL's ``_construct_exemplar`` take the plain mean), the k-th exemplar is the sample (not yet chosen) that
 brings the mean of the chosen ones closest to μ: argmin_x ‖μ − (φ(x) + Σ_{j<k} φ(p_j)) / k‖. The order
 matters: cutting a class's exemplars to a smaller quota keeps the first ones.
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     """The first ``min(m, n)`` herding picks among ``features`` (n, d), as indices in pick order."""
     phi = F.normalize(features.float(), dim=1)
-    mu = F.normalize(phi.mean(0), dim=0)
+    mu = phi.mean(0)
     n = len(phi)
     chosen: list[int] = []
     running = torch.zeros_like(mu)

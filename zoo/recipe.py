@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .budget import BudgetSpec
 from .data import StreamSpec
 from .schema import RecipeError, parse, to_data
 from .train import TrainConfig
@@ -47,6 +48,7 @@ class MethodSpec:
     label: str = ""
     params: Any = None
     training: TrainConfig | None = None
+    given: tuple[str, ...] = ()  # the parameter names the recipe set itself (the rest are defaults)
 
     @property
     def key(self) -> str:
@@ -71,6 +73,9 @@ class Recipe:
     registry: str | None = None
     description: str = ""
     model_changes: dict[int, ModelSpec] = field(default_factory=dict)
+    budget: BudgetSpec | None = None
+    """The memory every method that keeps exemplars gets (MEMO's aligned comparison); each one's exemplar
+    count is derived from its own model cost (:func:`zoo.budget.plan_budget`)."""
 
     def model_at(self, t: int) -> ModelSpec:
         """The architecture (and arguments) of task ``t``: the last change at or before ``t``."""
@@ -128,7 +133,7 @@ def _method_spec(entry: Any, index: int, base_training: dict[str, Any]) -> Metho
     overrides = entry.pop("training", None)
     training = parse(TrainConfig, {**base_training, **overrides}, f"{where}.training") if overrides else None
     params = parse(cls.Params, entry, where)
-    return MethodSpec(name, label, params, training)
+    return MethodSpec(name, label, params, training, tuple(entry))
 
 
 def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
@@ -174,6 +179,8 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
             validate_model_args(spec.architecture, spec.args)
         except ModelArgsError as e:
             raise RecipeError(f"recipe: {where}.args: {e}") from None
+    if recipe.budget is not None:
+        _check_budget(recipe)
     if recipe.model_changes:
         from .methods import get_method
 
@@ -183,6 +190,20 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
                                   f"changes at task(s) {', '.join(map(str, sorted(recipe.model_changes)))}); "
                                   f"use hcl, or one architecture")
     return recipe
+
+
+def _check_budget(recipe: Recipe) -> None:
+    """A budget sizes every memory itself: no method may also set its memory size, and the architecture must
+    stay one (a model's cost is what the budget charges)."""
+    from .methods import get_method
+
+    if recipe.model_changes:
+        raise RecipeError("recipe: budget: the architecture changes between tasks, so no single model cost exists")
+    for i, s in enumerate(recipe.methods):
+        param = get_method(s.method).memory_param
+        if param is not None and param in s.given:
+            raise RecipeError(f"recipe: methods[{i}].{param}: the recipe sets a budget, which derives {s.key}'s "
+                              f"{param} from its model cost; remove one of the two")
 
 
 MAX_RECIPE_BYTES = 1024 * 1024

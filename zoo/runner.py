@@ -15,6 +15,7 @@ Running the same recipe into the same folder again resumes after the last finish
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from registry import Registry, open_registry
 from registry.card import ExpertCard, ParentRef, TaskSpec
 from registry.errors import ZooError
 
-from .budget import memory_report
+from .budget import memory_report, plan_budget
 from .data import build_stream
 from .methods import RunContext, get_method
 from .metrics import (PROTOCOLS, class_il_fwt_defined, evaluate_stage, plot_accuracy_matrix, results_from_rows,
@@ -78,6 +79,12 @@ def _check_resume(out: Path, recipe_text: str, resume: bool) -> None:
 
 def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     """Run every method of ``recipe`` on its stream and write the run folder; return the combined results."""
+    start = time.perf_counter()
+    device = resolve_device(opts.device or recipe.device)
+    stream = build_stream(recipe.stream).to(device)
+    load_s = time.perf_counter() - start
+    # A budget is checked against every method's model cost before anything is written.
+    budget = plan_budget(recipe.budget, recipe, stream) if recipe.budget is not None else None
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     recipe_text = dump_recipe(recipe)
@@ -85,20 +92,34 @@ def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     (out / "recipe.yaml").write_text(recipe_text)
     handler = _setup_logging(out)
     try:
-        return _run(recipe, opts, out)
+        return _run(recipe, opts, out, stream, device, budget, start, load_s)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
+def budgeted(recipe: Recipe, budget: dict[str, Any] | None) -> list[Any]:
+    """The recipe's method specs with each budgeted method's memory parameter set to its derived count."""
+    if budget is None:
+        return list(recipe.methods)
+    specs = []
+    for spec in recipe.methods:
+        plan = budget["methods"][spec.key]
+        if plan["applies"]:
+            spec = dataclasses.replace(spec, params=dataclasses.replace(spec.params, **{plan["parameter"]: plan["exemplars"]}))
+        specs.append(spec)
+    return specs
+
+
+def _run(recipe: Recipe, opts: RunOptions, out: Path, stream: Any, device: torch.device,
+         budget: dict[str, Any] | None, start: float, load_s: float) -> dict[str, Any]:
     from zoo.models import create_model
 
-    start = time.perf_counter()
-    device = resolve_device(opts.device or recipe.device)
-    t0 = time.perf_counter()
-    stream = build_stream(recipe.stream).to(device)
-    load_s = time.perf_counter() - t0
+    if budget is not None:
+        log.info("budget %s = %s bytes (%.3f MB)", budget["reference"]["text"], f"{budget['total_bytes']:,}",
+                 budget["megabytes"])
+        for key, plan in budget["methods"].items():
+            log.info("budget %s: %s", key, plan["derivation"] if plan["applies"] else plan["why"])
     log.info("stream %s: %d tasks, %d classes, device %s", stream.name, len(stream.tasks), stream.num_classes, device)
     reg = _open_target_registry(recipe, opts)
 
@@ -113,9 +134,13 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path) -> dict[str, Any]:
     shared: dict[Any, Any] = {"new_model_at": new_model_at}  # what the methods of this run share
     combined: dict[str, Any] = {"recipe": recipe.to_data(), "stream": stream.describe(), "device": str(device),
                                 "machine": _machine(), "methods": {}}
-    for spec in recipe.methods:
+    if budget is not None:
+        combined["budget"] = budget
+    for spec in budgeted(recipe, budget):
         result = _run_method(recipe, spec, stream, new_model, device, baseline, reg, opts, out, shared)
         result["timings"]["data_load_s"] = load_s
+        if budget is not None:
+            result["budget"] = budget["methods"][spec.key]
         combined["methods"][spec.key] = result
     combined["timings"] = {"total_s": time.perf_counter() - start}
     _write_json(out / "results.json", combined)

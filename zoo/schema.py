@@ -49,6 +49,9 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:  # an optional value: its own error is the precise one
+            return convert(others[0], value, where)
         errors = []
         for arg in args:
             if arg is type(None):

@@ -5,6 +5,6 @@ As timm's ``models/__init__`` imports its model families, this package imports e
 """
 
 from .base import Method, NoParams, RunContext, get_method, list_methods, register_method
-from . import baselines, bmc, exmodel, hcl, modelzoo  # noqa: F401,E402  (each registers its methods)
+from . import baselines, bmc, exmodel, hcl, memo, modelzoo  # noqa: F401,E402  (each registers its methods)
 
 __all__ = ["Method", "NoParams", "RunContext", "get_method", "list_methods", "register_method"]

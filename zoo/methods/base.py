@@ -90,6 +90,9 @@ class Method(ABC):
     name: str = "method"
     Params: type = NoParams
     changes_architecture: bool = False  # True: the method accepts a recipe whose architecture changes per task
+    memory_param: str | None = None
+    """The parameter that sizes the method's exemplar memory; a recipe's ``budget:`` derives it from the
+    method's own model cost (None: the budget does not apply, the memory is reported as measured)."""
 
     def __init__(self, params: Any, ctx: RunContext):
         self.params = params
@@ -114,6 +117,15 @@ class Method(ABC):
     @abstractmethod
     def expert(self) -> nn.Module:
         """The model that represents the method after the current stage (pushed to the registry)."""
+
+    @classmethod
+    def budget_models(cls, architecture: str, model_args: dict[str, Any], num_classes: int, tasks: int,
+                      params: Any) -> list[nn.Module]:
+        """The models the method holds after ``tasks`` tasks (what a memory budget charges it for): one model
+        of the recipe's architecture, unless the method says otherwise."""
+        from ..models import create_model
+
+        return [create_model(architecture, num_classes, **model_args)]
 
     def learned_at(self, t: int) -> int:
         """The stage at which task ``t`` is learnt (forgetting and BWT count from there): its own stage,

@@ -158,6 +158,7 @@ class Replay(_SingleModel):
     """Experience replay (ER) with a reservoir memory of a stated size."""
 
     Params = ReplayParams
+    memory_param = "memory_size"
 
     def __init__(self, params: ReplayParams, ctx: Any):
         super().__init__(params, ctx)

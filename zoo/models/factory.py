@@ -28,19 +28,24 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
     return fn
 
 
-_SPLITS: dict[str, tuple[str, ...]] = {}
+_SPLITS: dict[str, tuple[str, ...] | Callable[..., tuple[str, ...]]] = {}
 
 
-def register_split(architecture: str, specialized: tuple[str, ...]) -> None:
+def register_split(architecture: str, specialized: tuple[str, ...] | Callable[..., tuple[str, ...]]) -> None:
     """Record MEMO's split of an architecture: the state-dict prefixes of its **specialized** (deep, per-task)
-    blocks; every other backbone parameter is **generalized** (shallow, shared). Declared next to each
-    architecture, so the budget and MEMO's expandable model read one definition."""
-    _SPLITS[architecture] = tuple(specialized)
+    blocks; every other backbone parameter is **generalized** (shallow, shared). ``specialized`` is a tuple,
+    or a function of the constructor's arguments for an architecture whose depth is an argument. Declared
+    next to each architecture, so the budget and MEMO's expandable model read one definition."""
+    _SPLITS[architecture] = specialized if callable(specialized) else tuple(specialized)
 
 
-def specialized_prefixes(architecture: str) -> tuple[str, ...] | None:
-    """The specialized blocks' state-dict prefixes of ``architecture``, or None when no split is declared."""
-    return _SPLITS.get(architecture)
+def specialized_prefixes(architecture: str, model_args: dict[str, Any] | None = None) -> tuple[str, ...] | None:
+    """The specialized blocks' state-dict prefixes of ``architecture`` built with ``model_args``, or None
+    when no split is declared."""
+    split = _SPLITS.get(architecture)
+    if callable(split):
+        return tuple(split(**(model_args or {})))
+    return split
 
 
 # timm architectures MEMO splits (their code lives in timm, so the split is declared here): ImageNet ResNet-18
@@ -140,6 +145,8 @@ _LOADING_WORDS = re.compile(r"path|file|url|checkpoint|pretrain|cache|hub|weight
 def _plain_value(value: Any) -> bool:
     if value is None or isinstance(value, (bool, int, float, str)):
         return True
+    if isinstance(value, dict):  # nested arguments (the expandable net's base architecture), checked again there
+        return all(isinstance(k, str) and _plain_value(v) for k, v in value.items())
     return isinstance(value, (list, tuple)) and all(_plain_value(v) for v in value)
 
 
@@ -165,6 +172,11 @@ def validate_model_args(architecture: str, model_args: dict[str, Any]) -> dict[s
         if not isinstance(key, str) or not key.isidentifier():
             raise ModelArgsError(f"model_args: {key!r} is not an argument name")
         if not _plain_value(value):
+            raise ModelArgsError(f"model_args.{key}: only numbers, strings, booleans and lists of them are allowed")
+        if isinstance(value, dict) and (architecture not in _MODELS or
+                                        inspect.signature(_MODELS[architecture]).parameters.get(key) is None or
+                                        inspect.signature(_MODELS[architecture]).parameters[key].annotation
+                                        not in ("dict[str, Any] | None", "dict[str, Any]", dict)):
             raise ModelArgsError(f"model_args.{key}: only numbers, strings, booleans and lists of them are allowed")
     if architecture in _MODELS:
         params = inspect.signature(_MODELS[architecture]).parameters

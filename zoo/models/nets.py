@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .factory import register_model
+from .factory import register_model, register_split
 
 
 class _Classifier(nn.Module):
@@ -53,6 +53,16 @@ def mlp(num_classes: int = 10, in_features: int = 64, hidden: int = 256, depth: 
     return _Classifier(nn.Sequential(*layers), dim, num_classes)
 
 
+def _mlp_split(in_features: int = 64, hidden: int = 256, depth: int = 2, dropout: float = 0.0) -> tuple[str, ...]:
+    # The last hidden layer is specialized; the flatten and the earlier hidden layers are shared.
+    if depth < 1:
+        return ()
+    return (f"body.{1 + (depth - 1) * (3 if dropout else 2)}.",)
+
+
+register_split("mlp", _mlp_split)
+
+
 @register_model
 def convnet(num_classes: int = 10, in_chans: int = 1, width: int = 32, img_size: int = 28) -> nn.Module:
     """A small 3-block convnet with BatchNorm and global average pooling."""
@@ -62,6 +72,9 @@ def convnet(num_classes: int = 10, in_chans: int = 1, width: int = 32, img_size:
     body = nn.Sequential(*block(in_chans, width), nn.MaxPool2d(2), *block(width, 2 * width), nn.MaxPool2d(2),
                          *block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten())
     return _Classifier(body, 4 * width, num_classes)
+
+
+register_split("convnet", ("body.8.", "body.9."))  # the third conv block (conv + BN; its ReLU and pooling follow)
 
 
 @register_model
