@@ -48,27 +48,40 @@ class MetricFilter:
 
 @dataclass(frozen=True)
 class Query:
-    """Filters for :meth:`Registry.find`; every given field must match (``None`` matches anything)."""
+    """Filters for :meth:`Registry.find`. Each field is None (matches anything), one value, or a tuple of
+    values: an expert matches a field when it matches **any** of its values (OR within a field) and must
+    match **every** given field (AND across fields). ``Query(task=(4, 5), method="bmc")`` is "trained on task
+    4 or 5, with bmc"; several metric conditions likewise match when any one holds."""
 
-    task: int | None = None
-    architecture: str | None = None
-    parent: str | None = None
-    tag: str | None = None
-    name: str | None = None
-    method: str | None = None
-    label: str | None = None
-    metric: MetricFilter | None = None
+    task: int | tuple[int, ...] | None = None
+    architecture: str | tuple[str, ...] | None = None
+    parent: str | tuple[str, ...] | None = None
+    tag: str | tuple[str, ...] | None = None
+    name: str | tuple[str, ...] | None = None
+    method: str | tuple[str, ...] | None = None
+    label: str | tuple[str, ...] | None = None
+    metric: MetricFilter | tuple[MetricFilter, ...] | None = None
+
+    def values(self, field: str) -> tuple[Any, ...]:
+        """The values given for ``field`` as a tuple (empty: the field is not filtered)."""
+        value = getattr(self, field)
+        if value is None:
+            return ()
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
     def matches(self, card: ExpertCard, tags: dict[str, str]) -> bool:
         """Whether ``card`` satisfies the query; ``tags`` maps registry tags to expert ids."""
-        return ((self.task is None or self.task in card.task_ids)
-                and (self.architecture is None or card.architecture == self.architecture)
-                and (self.parent is None or any(p.id == self.parent for p in card.parents))
-                and (self.tag is None or tags.get(self.tag) == card.id)
-                and (self.name is None or card.name == self.name)
-                and (self.method is None or card.method == self.method)
-                and (self.label is None or self.label in card.labels)
-                and (self.metric is None or self.metric.holds(card.metrics.get(self.metric.key))))
+        tests: dict[str, Callable[[Any], bool]] = {
+            "task": lambda v: v in card.task_ids,
+            "architecture": lambda v: card.architecture == v,
+            "parent": lambda v: any(p.id == v for p in card.parents),
+            "tag": lambda v: tags.get(v) == card.id,
+            "name": lambda v: card.name == v,
+            "method": lambda v: card.method == v,
+            "label": lambda v: v in card.labels,
+            "metric": lambda m: m.holds(card.metrics.get(m.key)),
+        }
+        return all(any(test(v) for v in self.values(f)) for f, test in tests.items() if self.values(f))
 
 
 def resolve_among(ref: str, cards: Sequence[ExpertCard], tags: dict[str, str], where: str) -> ExpertCard:
@@ -186,11 +199,12 @@ class Registry(ABC):
         """:meth:`find`, except that a metric filter on a name no expert records is an error that lists the
         names recorded (a misspelt metric would otherwise quietly match nothing)."""
         cards = self.find(query)
-        if not cards and query is not None and query.metric is not None:
+        if query is not None and query.values("metric"):
             keys = self.metric_keys()
-            if query.metric.key not in keys:
-                known = ", ".join(sorted(keys)) or "none"
-                raise ZooError(f"no expert in {self.uri} records metric {query.metric.key!r} (recorded: {known})")
+            for m in query.values("metric"):
+                if m.key not in keys:
+                    known = ", ".join(sorted(keys)) or "none"
+                    raise ZooError(f"no expert in {self.uri} records metric {m.key!r} (recorded: {known})")
         return cards
 
     def select(self, refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:

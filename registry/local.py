@@ -523,25 +523,25 @@ class LocalRegistry(Registry):
         """Cards of matching experts, oldest first, answered from the SQLite index."""
         q = query or Query()
         where, args = [], []
-        if q.task is not None:
-            where.append("e.id IN (SELECT id FROM expert_tasks WHERE task = ?)")
-            args.append(q.task)
-        for column, value in (("architecture", q.architecture), ("name", q.name), ("method", q.method)):
-            if value is not None:
-                where.append(f"e.{column} = ?")
-                args.append(value)
-        if q.parent is not None:
-            where.append("e.id IN (SELECT id FROM parents WHERE parent = ?)")
-            args.append(q.parent)
-        if q.tag is not None:
-            where.append("e.id IN (SELECT id FROM tags WHERE tag = ?)")
-            args.append(q.tag)
-        if q.label is not None:
-            where.append("e.id IN (SELECT id FROM labels WHERE label = ?)")
-            args.append(q.label)
-        if q.metric is not None:
-            where.append(f"e.id IN (SELECT id FROM metrics WHERE key = ? AND value {q.metric.op} ?)")
-            args += [q.metric.key, q.metric.value]
+
+        def any_of(sql: str, values: tuple[Any, ...]) -> None:  # OR within a field, AND across fields
+            if values:
+                where.append("(" + " OR ".join([sql] * len(values)) + ")")
+
+        subqueries = {"task": "e.id IN (SELECT id FROM expert_tasks WHERE task = ?)",
+                      "architecture": "e.architecture = ?", "name": "e.name = ?", "method": "e.method = ?",
+                      "parent": "e.id IN (SELECT id FROM parents WHERE parent = ?)",
+                      "tag": "e.id IN (SELECT id FROM tags WHERE tag = ?)",
+                      "label": "e.id IN (SELECT id FROM labels WHERE label = ?)"}
+        for field, sql in subqueries.items():
+            any_of(sql, q.values(field))
+            args += list(q.values(field))
+        metrics = q.values("metric")
+        if metrics:
+            where.append("(" + " OR ".join(f"e.id IN (SELECT id FROM metrics WHERE key = ? AND value {m.op} ?)"
+                                           for m in metrics) + ")")
+            for m in metrics:
+                args += [m.key, m.value]
         sql = "SELECT card FROM experts e" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY e.created_at, e.id"
         return [ExpertCard.from_json(row[0]) for row in self._db.execute(sql, args)]

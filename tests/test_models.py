@@ -21,6 +21,7 @@ INPUT_SHAPES: dict[str, tuple[int, ...]] = {
     "reduced_resnet18": (3, 32, 32),
     "wrn16_4": (3, 32, 32),
     "resmlp": (768,),
+    "expandable": (1, 28, 28),  # MEMO's model over its default base, convnet
 }
 
 

@@ -119,26 +119,36 @@ def filter_options(fn: Callable | None = None, *, method_flag: str = "--method")
     if fn is None:
         return lambda f: filter_options(f, method_flag=method_flag)
     for opt in reversed([
-        click.option("--task", type=int, help="Experts trained on this global task id."),
-        click.option("--arch", "architecture", help="Experts of this architecture."),
-        click.option("--parent", help="Experts derived from this expert id."),
-        click.option("--tag", help="The expert this registry tag points at."),
-        click.option("--name", help="Experts with this name."),
-        click.option(method_flag, "method", help="Experts trained with this method."),
-        click.option("--label", help="Experts carrying this card label."),
-        click.option("--metric", help="A metric condition on a card's metric, named for its split, such as "
-                                       "'test_class_il_accuracy>=0.9' or 'val_accuracy>0.8'."),
+        click.option("--task", type=int, multiple=True, help="Experts trained on this global task id."),
+        click.option("--arch", "architecture", multiple=True, help="Experts of this architecture."),
+        click.option("--parent", multiple=True, help="Experts derived from this expert id."),
+        click.option("--tag", multiple=True, help="The expert this registry tag points at."),
+        click.option("--name", multiple=True, help="Experts with this name."),
+        click.option(method_flag, "method", multiple=True, help="Experts trained with this method."),
+        click.option("--label", multiple=True, help="Experts carrying this card label."),
+        click.option("--metric", multiple=True,
+                     help="A metric condition on a card's metric, named for its split, such as "
+                          "'test_class_il_accuracy>=0.9' or 'val_accuracy>0.8'."),
     ]):
         fn = opt(fn)
     return fn
 
 
-def _query(task: int | None = None, architecture: str | None = None, parent: str | None = None,
-           tag: str | None = None, name: str | None = None, method: str | None = None, label: str | None = None,
-           metric: str | None = None) -> Query | None:
-    if all(v is None for v in (task, architecture, parent, tag, name, method, label, metric)):
+FILTERS_HELP = "Every filter may repeat: an expert matches any value of a filter and every filter given."
+
+
+def _query(**filters: Any) -> Query | None:
+    """The registry query of the filter options: OR within a repeated filter, AND across filters."""
+    given = {k: tuple(v) for k, v in filters.items() if v}
+    if not given:
         return None
-    return Query(task, architecture, parent, tag, name, method, label, MetricFilter.parse(metric) if metric else None)
+    if "metric" in given:
+        given["metric"] = tuple(MetricFilter.parse(m) for m in given["metric"])
+    return Query(**given)
+
+
+def _filtered(filters: dict[str, Any]) -> bool:
+    return any(bool(v) for v in filters.values())
 
 
 def _open(uri: str | None, create: bool = False, **kwargs: Any) -> Registry:
@@ -221,7 +231,7 @@ def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
         click.echo(_json(rows))
         return
     if not rows:
-        _say(f"no experts in {reg.uri}" + (" match" if any(v is not None for v in filters.values()) else ""))
+        _say(f"no experts in {reg.uri}" + (" match" if _filtered(filters) else ""))
         return
     table = [["ID", "NAME", "ARCH", "TASKS", "METHOD", "TAGS", "CREATED"]] + [
         [r["id"][:12], r["name"], r["architecture"], _tasks(r["tasks"]), r["method"], ",".join(r["tags"]),
@@ -530,15 +540,17 @@ def _upgrade(how: str, base_ref: str | None, student_arch: str | None, student_a
     from zoo.methods.hcl import HCLParams, upgrade_from_registry
     from zoo.recipe import load_recipe
 
-    if base_ref is None or student_arch is None or recipe_path is None or filters.get("task") is None:
+    if base_ref is None or student_arch is None or recipe_path is None or not filters.get("task"):
         raise click.UsageError(f"--method {how} needs --base, --student-arch, --recipe and --task N")
-    if any(v is not None for k, v in filters.items() if k != "task"):
+    if len(filters["task"]) > 1:
+        raise click.UsageError(f"--method {how} upgrades on one task: give --task once")
+    if any(v for k, v in filters.items() if k != "task"):
         raise click.UsageError(f"--method {how} selects no experts: filters other than --task do not apply")
     args = _architecture(student_arch, student_args, "--student-arch")
     recipe = load_recipe(recipe_path)
     reg = _open(registry_uri)
     target = _open(dest, create=True) if dest else None
-    card = upgrade_from_registry(reg, base_ref, student_arch, recipe, int(filters["task"]), HCLParams(variant=how),
+    card = upgrade_from_registry(reg, base_ref, student_arch, recipe, int(filters["task"][0]), HCLParams(variant=how),
                                  student_args=args, name=new_name, target=target, device=device, seed=seed,
                                  progress=not _quiet())
     return card, (target or reg)
@@ -571,20 +583,29 @@ def _distill(reg: Registry, experts: list[str], base_id: str | None, dest: str |
 
 
 @main.command("eval")
-@click.argument("refs", nargs=-1, required=True)
+@click.argument("refs", nargs=-1)
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(path_type=Path),
               help="The recipe whose stream (test splits) to evaluate on.")
 @registry_option
+@filter_options
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-task accuracies as JSON.")
 def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None, device: str | None,
-             as_json: bool) -> None:
-    """Evaluate registry experts (one model, or several as a zoo) on a recipe's task stream."""
+             as_json: bool, **filters: Any) -> None:
+    """Evaluate registry experts (REFS and/or those the filters select: one model, or several as a zoo) on a
+    recipe's task stream."""
     from zoo.evaluate import evaluate_experts
     from zoo.recipe import load_recipe
 
+    query = _query(**filters)
+    if not refs and query is None:
+        raise click.UsageError("name the experts to evaluate (REFS) or select them with filters such as --task")
+    recipe = load_recipe(recipe_path)
     reg = _open(registry_uri)
-    report = evaluate_experts([reg.get(r) for r in refs], load_recipe(recipe_path), device=device)
+    cards = reg.select(refs, query)
+    if not cards:
+        raise ZooError(f"nothing to evaluate: no experts selected in {reg.uri}")
+    report = evaluate_experts([reg.get(c.id) for c in cards], recipe, device=device)
     if as_json:
         click.echo(_json(report))
         return
@@ -666,7 +687,7 @@ def consolidate(how: str, base_ref: str | None, expert_refs: tuple[str, ...], me
                              device, seed, filters)
         if new_tag:
             out.tag(new_tag, card.id)
-        click.echo(f"upgraded {base_ref} to {card.architecture} on task {filters['task']}: {card.name} ({card.id}) "
+        click.echo(f"upgraded {base_ref} to {card.architecture} on task {filters['task'][0]}: {card.name} ({card.id}) "
                    f"in {out.uri}")
         return
     if how == "bmc" and base_ref is None:

@@ -84,7 +84,8 @@ class ExpandableNet(nn.Module):
         self.specialized = nn.ModuleList([block] + [copy.deepcopy(block) for _ in range(blocks - 1)])
         self.block_features = block_features
         self.num_classes = num_classes
-        self.head = _linear_head(blocks * block_features, num_classes)
+        # num_classes 0: a backbone that outputs its features (the contract of every zoo model)
+        self.head: nn.Module = _linear_head(blocks * block_features, num_classes) if num_classes else nn.Identity()
         self.frozen_blocks = 0
         self.freeze_generalized = False
 
@@ -131,15 +132,17 @@ class ExpandableNet(nn.Module):
         """A new specialized block **copied from the newest one**, and a head over the wider features that
         keeps the old classes' rows on the old features (the rest is freshly initialised, as in PyCIL)."""
         self.specialized.append(copy.deepcopy(self.specialized[-1]))
+        config = getattr(self, "zoo_config", None)
+        if config is not None:
+            config.model_args["blocks"] = len(self.specialized)
         old = self.head
+        if not isinstance(old, nn.Linear):  # a headless backbone: nothing to widen
+            return
         head = _linear_head(self.num_features, self.num_classes).to(old.weight.device, old.weight.dtype)
         rows = torch.as_tensor(list(old_classes), dtype=torch.long, device=old.weight.device)
         head.weight[rows, : old.in_features] = old.weight[rows]
         head.bias[rows] = old.bias[rows]
         self.head = head
-        config = getattr(self, "zoo_config", None)
-        if config is not None:
-            config.model_args["blocks"] = len(self.specialized)
 
     @torch.no_grad()
     def weight_align(self, old_classes: Sequence[int], new_classes: Sequence[int]) -> float:
