@@ -84,6 +84,21 @@ class Query:
         return all(any(test(v) for v in self.values(f)) for f, test in tests.items() if self.values(f))
 
 
+@dataclass
+class Transfer:
+    """What :meth:`Registry.copy_to` did: the experts selected, those actually added (the rest were there),
+    and each tag it set, as ``tag -> (previous expert id or None, new expert id)``."""
+
+    selected: list[ExpertCard]
+    added: list[ExpertCard]
+    tags: dict[str, tuple[str | None, str]]
+
+    def announce(self) -> list[str]:
+        """One line per tag set or moved, for the user to see."""
+        return [f"tag {t} -> {new[:16]}" + (f" (moved from {old[:16]})" if old else " (new)")
+                for t, (old, new) in self.tags.items()]
+
+
 def resolve_among(ref: str, cards: Sequence[ExpertCard], tags: dict[str, str], where: str) -> ExpertCard:
     """Resolve a reference against a list of cards (id, tag, name, then id prefix); raise clear errors."""
     by_id = {c.id: c for c in cards}
@@ -180,16 +195,26 @@ class Registry(ABC):
             self.tag(tag, expert_id)
         return added
 
-    def pull(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
-        """Copy the selected experts (all by default) that ``into`` lacks; tags named in ``refs`` follow.
-        Returns the selected cards."""
-        refs = list(refs)
+    def copy_to(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None,
+                message: str | None = None, git_tag: str | None = None) -> "Transfer":
+        """Copy the selected experts (all by default) that ``into`` lacks, with every tag of this registry
+        that points at a selected expert: the one rule of ``zoo push``, ``zoo pull`` and :meth:`pull`. A tag
+        that already exists in ``into`` is moved, and the returned :class:`Transfer` says so."""
         cards = self.select(refs, query)
-        have = {c.id for c in into.find()}
-        tags = self.tags()
+        ids = {c.id for c in cards}
+        tags = {t: i for t, i in self.tags().items() if i in ids}
+        try:
+            before, have = into.tags(), {c.id for c in into.find()}
+        except ZooError:  # a Hub repo that push is about to create holds nothing yet (push reports real errors)
+            before, have = {}, set()
         with self.fetch([c for c in cards if c.id not in have]) as experts:
-            into.push(experts, tags={r: tags[r] for r in refs if r in tags})
-        return cards
+            added = into.push(experts, message=message, git_tag=git_tag, tags=tags)
+        changes = {t: (before.get(t), i) for t, i in sorted(tags.items()) if before.get(t) != i}
+        return Transfer(cards, added, changes)
+
+    def pull(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
+        """Copy the selected experts into ``into`` (see :meth:`copy_to`); returns the selected cards."""
+        return self.copy_to(into, refs, query).selected
 
     def metric_keys(self) -> set[str]:
         """Every metric name some expert's card records."""

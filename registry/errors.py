@@ -60,6 +60,10 @@ class AmbiguousReferenceError(ZooError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class RegistryNotFoundError(ZooError):
+    """There is no registry (yet) at a local path that was opened without ``create``."""
+
+
 class RegistryURIError(ZooError, ValueError):
     """A registry URI cannot be parsed (``hf://ORG/REPO[@REVISION]`` or a local path)."""
 

@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .base import Query, Registry
 from .card import CARD_FILE, ExpertCard
-from .errors import AmbiguousReferenceError, CardError, CorruptExpertError, ExpertNotFoundError, ZooError
+from .errors import (AmbiguousReferenceError, CardError, CorruptExpertError, ExpertNotFoundError,
+                     RegistryNotFoundError, ZooError)
 from .expert import Expert, check_content, sha256_file, write_expert
 from .names import is_expert_id, validate_tag
 from .tensorfile import read_header
@@ -101,7 +102,8 @@ class LocalRegistry(Registry):
                     legacy = (self.root / "experts").is_dir() and (self.root / "index.sqlite").is_file()
                     raise ZooError(f"{self.root} is not a zoo registry (no {MARKER_FILE})" + (
                         "; if an earlier zoo made it, `zoo gc --adopt` marks it" if legacy else ""))
-                raise ZooError(f"no registry at {self.root} (use --registry PATH, or add an expert to create one)")
+                raise RegistryNotFoundError(f"no registry at {self.root} (use --registry PATH, or add an expert to "
+                                            f"create one)")
             self._create()
         self._check_marker(marker)
         self._lock = threading.RLock()

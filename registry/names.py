@@ -11,7 +11,9 @@ import re
 from .errors import InvalidNameError
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]{0,127}")
+# Tags may also be grouped with single slashes (``demo/replay:final``): every segment starts with a letter or
+# digit, so there is no leading, trailing or doubled slash, and no segment is "." or "..".
+_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+:-]*(?:/[A-Za-z0-9][A-Za-z0-9._+:-]*)*")
 _ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -20,7 +22,7 @@ def _explain(kind: str, value: object) -> str:
         return f"{kind} must be a string, got {type(value).__name__}"
     if not value:
         return f"{kind} must not be empty"
-    if "/" in value or "\\" in value:
+    if "\\" in value or ("/" in value and kind != "tag"):
         return f"invalid {kind} {value!r}: path separators are not allowed"
     if ".." in value:
         return f"invalid {kind} {value!r}: '..' is not allowed"
@@ -28,8 +30,8 @@ def _explain(kind: str, value: object) -> str:
         return f"invalid {kind} {value!r}: control characters are not allowed"
     if len(value) > 128:
         return f"invalid {kind} {value[:20]!r}...: longer than 128 characters"
-    return f"invalid {kind} {value!r}: use letters, digits and . _ + -" + (" :" if kind == "tag" else "") + \
-        ", starting with a letter or digit"
+    return f"invalid {kind} {value!r}: use letters, digits and . _ + -" + (
+        " : (and / between parts)" if kind == "tag" else "") + ", starting with a letter or digit"
 
 
 def validate_name(name: object) -> str:
@@ -41,7 +43,7 @@ def validate_name(name: object) -> str:
 
 def validate_tag(tag: object) -> str:
     """Return ``tag`` if it is a valid registry tag (such as ``base:latest``), else raise."""
-    if isinstance(tag, str) and _TAG.fullmatch(tag) and ".." not in tag:
+    if isinstance(tag, str) and len(tag) <= 128 and _TAG.fullmatch(tag) and ".." not in tag:
         return tag
     raise InvalidNameError(_explain("tag", tag))
 

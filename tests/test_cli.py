@@ -152,9 +152,18 @@ def test_add_corrupt_folder_is_refused(tmp_path, populated):
     assert code == 1 and "not an expert folder" in err
 
 
-def test_missing_registry_is_an_error_not_created(tmp_path):
-    code, _, err = zoo("list", "--registry", str(tmp_path / "none"))
-    assert code == 1 and "no registry at" in err and not (tmp_path / "none").exists()
+def test_a_missing_registry_lists_empty_and_is_never_created(tmp_path):
+    code, out, err = zoo("list", "--registry", str(tmp_path / "none"))
+    assert code == 0 and out.split() == ["ID", "NAME", "ARCH", "TASKS", "METHOD", "METRIC", "TAGS", "CREATED"]
+    assert "no experts in" in err
+    code, out, _ = zoo("list", "--registry", str(tmp_path / "none"), "--json")
+    assert code == 0 and json.loads(out) == []
+    (tmp_path / "empty").mkdir()
+    code, out, _ = zoo("list", "--registry", str(tmp_path / "empty"), "--json")
+    assert code == 0 and json.loads(out) == []
+    code, _, err = zoo("show", "x", "--registry", str(tmp_path / "none"))
+    assert code == 1 and "no registry at" in err
+    assert not (tmp_path / "none").exists() and list((tmp_path / "empty").iterdir()) == []
 
 
 def test_console_script_prints_no_traceback(tmp_path, populated):

@@ -161,7 +161,8 @@ def digits_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("exmodel")
     recipe = _digits_recipe(("noise", "inversion", "replay"))
-    return out, run_recipe(recipe, RunOptions(out=out / "run", registry=str(out / "reg"), progress=False))
+    return out, run_recipe(recipe, RunOptions(out=out / "run", registry=str(out / "reg"), progress=False,
+                                                push="stages"))
 
 
 def test_exmodel_students_learn_from_experts_alone(digits_run):

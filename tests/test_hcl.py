@@ -104,7 +104,8 @@ def test_the_four_variants_run_on_digits(tmp_path):
     recipe = load_recipe(RECIPE, {"training.epochs": 10})
     for m in recipe.methods:
         m.params.qdi.steps = 30
-    results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry=str(tmp_path / "reg"), progress=False))
+    results = run_recipe(recipe, RunOptions(out=tmp_path / "run", registry=str(tmp_path / "reg"), progress=False,
+                                            push="stages"))
     acc = {k: m["final_average_accuracy"]["class_il"] for k, m in results["methods"].items()}
     assert acc["finetune"] < 0.3 and acc["distilbuf"] > 2 * acc["finetune"]
     for m in results["methods"].values():

@@ -81,18 +81,33 @@ def combined_stream(run: Path) -> dict:
     return json.loads((run / "results.json").read_text())["stream"]
 
 
-def test_experts_are_pushed_with_lineage(demo_run):
+def test_a_run_pushes_final_models_tagged(demo_run):
     out, results = demo_run
     reg = LocalRegistry(out / "reg")
     cards = reg.find()
-    assert len(cards) == 15
-    last = reg.card("demo-finetune-s4")
-    assert last.task_ids == [0, 1, 2, 3, 4] and last.method == "finetune"
-    assert last.base.id == reg.card("demo-finetune-s3").id
+    assert sorted(c.name for c in cards) == ["demo-finetune-s4", "demo-joint-s4", "demo-replay-s4"]
+    last = reg.card("demo/finetune:final")
+    assert last.name == "demo-finetune-s4" and last.task_ids == [0, 1, 2, 3, 4] and last.method == "finetune"
+    assert reg.tags() == {f"demo/{m}:final": reg.card(f"demo-{m}-s4").id for m in ("finetune", "replay", "joint")}
     stage = results["methods"]["finetune"]["stages"][4]
-    assert stage["expert"]["id"] == last.id
+    assert stage["expert"]["id"] == last.id and results["methods"]["finetune"]["stages"][3]["expert"] is None
+    assert results["methods"]["finetune"]["registry"]["pushed"] == 1
     assert last.metrics["test_class_il_accuracy"] == pytest.approx(
         results["methods"]["finetune"]["final_average_accuracy"]["class_il"])
+
+
+def test_push_stages_pushes_every_snapshot_with_lineage_and_none_pushes_nothing(tmp_path):
+    recipe = load_recipe(_small_recipe(tmp_path, epochs=1))
+    recipe.methods = recipe.methods[:1]  # finetune
+    run_recipe(recipe, RunOptions(out=tmp_path / "run", registry=str(tmp_path / "reg"), progress=False, push="stages"))
+    reg = LocalRegistry(tmp_path / "reg")
+    assert len(reg.find()) == 5
+    last = reg.card("demo/finetune:final")
+    assert last.name == "demo-finetune-s4" and last.base.id == reg.card("demo-finetune-s3").id
+    code, _, err = zoo("run", str(_small_recipe(tmp_path, epochs=1)), "--out", str(tmp_path / "none"),
+                       "--registry", str(tmp_path / "reg2"), "--push", "none", "-q")
+    assert code == 0, err
+    assert not (tmp_path / "reg2").exists()
 
 
 def test_zoo_eval_matches_the_run(demo_run):

@@ -222,23 +222,43 @@ def _summary(card: ExpertCard, tags: dict[str, str]) -> dict[str, Any]:
 @filter_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array instead of a table.")
 def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
-    """List the experts in a registry, optionally filtered."""
-    reg = _open(registry_uri)
-    cards = reg.find_checked(_query(**filters))
-    tags = reg.tags()
+    """List the experts in a registry, optionally filtered (an empty or not yet created registry lists
+    nothing). The METRIC column is each card's headline metric."""
+    from registry.errors import RegistryNotFoundError
+
+    try:
+        reg = _open(registry_uri)
+    except RegistryNotFoundError:
+        reg = None
+    cards = reg.find_checked(_query(**filters)) if reg is not None else []
+    tags = reg.tags() if reg is not None else {}
     rows = [_summary(c, tags) for c in cards]
     if as_json:
         click.echo(_json(rows))
         return
     if not rows:
-        _say(f"no experts in {reg.uri}" + (" match" if _filtered(filters) else ""))
-        return
-    table = [["ID", "NAME", "ARCH", "TASKS", "METHOD", "TAGS", "CREATED"]] + [
-        [r["id"][:12], r["name"], r["architecture"], _tasks(r["tasks"]), r["method"], ",".join(r["tags"]),
-         r["created_at"][:19]] for r in rows]
+        where = reg.uri if reg is not None else (registry_uri or default_registry_uri())
+        _say(f"no experts in {where}" + (" match" if _filtered(filters) else ""))
+    table = [["ID", "NAME", "ARCH", "TASKS", "METHOD", "METRIC", "TAGS", "CREATED"]] + [
+        [r["id"][:12], r["name"], r["architecture"], _tasks(r["tasks"]), r["method"], _headline(r["metrics"]),
+         ",".join(r["tags"]), r["created_at"][:19]] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         click.echo(printable("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()))
+
+
+HEADLINE_METRICS = ("test_class_il_accuracy", "test_task_il_accuracy", "val_accuracy", "accuracy")
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    """A card's headline metric as ``name=value``: class-IL test accuracy when recorded, else the first of
+    :data:`HEADLINE_METRICS`, else the first recorded name."""
+    names = [k for k in HEADLINE_METRICS if metrics.get(k) is not None] or sorted(
+        k for k, v in metrics.items() if v is not None)
+    if not names:
+        return "-"
+    value = metrics[names[0]]
+    return f"{names[0]}={value:.4f}" if isinstance(value, float) else f"{names[0]}={value}"
 
 
 def _tasks(ids: list[int]) -> str:
@@ -322,8 +342,11 @@ def tag(tag: str | None, ref: str | None, registry_uri: str | None, delete: bool
     """Point TAG (such as base:latest) at REF; with no arguments, list the tags."""
     reg = _open(registry_uri)
     if tag is None:
-        for name, expert_id in reg.tags().items():
-            click.echo(f"{name}\t{expert_id}")
+        tags = reg.tags()
+        if not tags:
+            _say(f"no tags in {reg.uri}")
+        for name, expert_id in tags.items():
+            click.echo(f"{printable(name)}\t{printable(expert_id)}")
         return
     if delete:
         reg.untag(tag)
@@ -347,6 +370,9 @@ def add(paths: tuple[Path, ...], registry_uri: str | None) -> None:
         e.verify(deep=True)
     reg = _open(registry_uri, create=True)
     for e in experts:
+        if e.id in {c.id for c in reg.find(Query(name=e.name))}:
+            click.echo(f"already present: {e.name} ({e.id})")
+            continue
         total = sum(r.size for r in e.card.files.values())
         with _bytes_bar(total, e.name, _quiet()) as bar:
             card = reg.add(e, progress=bar)
@@ -365,24 +391,24 @@ def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bo
          git_tag: str | None, **filters: Any) -> None:
     """Copy experts (all by default, or REFS / filters) from the registry to another (usually the Hub).
 
-    Only experts the destination lacks are uploaded, in one commit. Registry tags that point at pushed
-    experts go along.
+    Only experts the destination lacks are uploaded, in one commit. Registry tags that point at the selected
+    experts go along (as with pull), and each tag set or moved at the destination is printed.
     """
     src = _open(registry_uri)
-    cards = src.select(refs, _query(**filters))
-    if not cards:
+    query = _query(**filters)
+    if not src.select(refs, query):
         raise ZooError(f"nothing to push: no experts selected in {src.uri}")
-    ids = {c.id for c in cards}
-    tags = {t: i for t, i in src.tags().items() if i in ids}
     if dest.startswith("hf://"):
         dst = open_registry(dest, private=private)
     elif private or message or git_tag:
         raise click.UsageError("--private, --message and --git-tag apply to hf:// destinations only")
     else:
         dst = _open(dest, create=True)
-    with src.fetch(cards) as experts:
-        added = dst.push(experts, message=message, git_tag=git_tag, tags=tags)
-    click.echo(f"pushed {len(added)} new expert(s) to {dst.uri} ({len(cards) - len(added)} already there)")
+    done = src.copy_to(dst, refs, query, message=message, git_tag=git_tag)
+    for line in done.announce():
+        click.echo(line)
+    click.echo(f"pushed {len(done.added)} new expert(s) to {dst.uri} ({len(done.selected) - len(done.added)} "
+               f"already there)")
 
 
 @main.command()
@@ -417,16 +443,21 @@ def export(ref: str, dest: str, registry_uri: str | None, private: bool, message
 def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters: Any) -> None:
     """Copy experts (all by default, or REFS / filters) from URI (usually hf://ORG/REPO[@REV]) into the registry.
 
-    Only the selected experts' files are downloaded, and every file is checked against its sha256.
+    Only the selected experts' files are downloaded, and every file is checked against its sha256. Tags
+    that point at the selected experts come along (as with push); each local tag set or moved is printed.
     """
     src = _open(source)
     dst = _open(registry_uri, create=True)
     if src.uri == dst.uri:
         raise ZooError("source and destination are the same registry")
-    cards = src.pull(dst, refs, _query(**filters))
-    if not cards:
+    query = _query(**filters)
+    if not src.select(refs, query):
         raise ZooError(f"nothing to pull: no experts selected in {src.uri}")
-    click.echo(f"pulled {len(cards)} expert(s) from {src.uri} into {dst.uri}")
+    done = src.copy_to(dst, refs, query)
+    for line in done.announce():
+        click.echo(line)
+    click.echo(f"pulled {len(done.added)} new expert(s) from {src.uri} into {dst.uri} "
+               f"({len(done.selected) - len(done.added)} already there)")
 
 
 # --- running recipes ----------------------------------------------------------------------------------------------
@@ -456,11 +487,15 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. training.epochs=2.")
 @click.option("--dry-run", is_flag=True, help="Validate the recipe, print it resolved, and stop.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run already in --out.")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its files only) instead of resuming.")
+@click.option("--push", "push_mode", type=click.Choice(["final", "stages", "none"]), default="final", show_default=True,
+              help="What goes to the registry: each method's final model plus the experts and bases methods "
+                   "produce (final), also every stage's snapshot (stages), or nothing (none).")
 @click.option("--budgets", metavar="V1,V2,...",
               help="Run a budget sweep: the recipe at each memory budget (in the unit of its budget: field; "
                    "without one, exemplars of the reference 'B exemplars + one backbone per task').")
 def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | None, sets: tuple[str, ...],
-        dry_run: bool, no_resume: bool, budgets: str | None) -> None:
+        dry_run: bool, no_resume: bool, overwrite: bool, push_mode: str, budgets: str | None) -> None:
     """Run RECIPE (a YAML file): train every method stage by stage, evaluate, push experts, write results.
 
     The run folder gets results.json, an accuracy-matrix PNG per method, the resolved recipe and a log;
@@ -488,7 +523,10 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter("zoo: %(message)s"))
         logging.getLogger("zoo").addHandler(console)
-    opts = RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet())
+    if no_resume and overwrite:
+        raise click.UsageError("--no-resume and --overwrite contradict each other: give one")
+    opts = RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet(), resume=not no_resume,
+                      overwrite=overwrite, push=push_mode)
     if values:
         from zoo.sweep import run_sweep, sweep_table
 
@@ -497,7 +535,13 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
         click.echo(f"\nsweep: {out / 'sweep.json'}, {out / 'sweep.png'}")
         return
     results = run_recipe(parsed, opts)
+    if results.get("already_complete"):
+        _say(f"zoo: {out} is already complete; showing its results (--overwrite runs it again)")
     click.echo(results_table(results))
+    pushed = [r["registry"] for r in results["methods"].values() if r.get("registry")]
+    if pushed:
+        click.echo(f"\npushed {sum(p['pushed'] for p in pushed)} model(s) to {pushed[0]['uri']} "
+                   f"(tags: {', '.join(t for p in pushed for t in p['tags']) or 'none'})")
     click.echo(f"\nresults: {out / 'results.json'}")
 
 
@@ -825,6 +869,20 @@ def gc(registry_uri: str | None, adopt: bool) -> None:
     counts = reg.gc()
     click.echo(f"gc: {counts['debris']} debris removed, {counts['indexed']} expert(s) indexed, "
                f"{counts['removed_unreadable']} unreadable folder(s) removed")
+
+
+def _quiet_here(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_root().obj["quiet"] = True
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+
+
+# -q/--quiet works after the subcommand too (`zoo run r.yaml -q`), not only before it.
+for _command in main.commands.values():
+    _command.params.append(click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, callback=_quiet_here,
+                                        help="No progress bars or chatter; results and errors only."))
 
 
 if __name__ == "__main__":  # pragma: no cover

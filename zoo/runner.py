@@ -15,6 +15,7 @@ Running the same recipe into the same folder again resumes after the last finish
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +24,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -44,13 +45,23 @@ log = logging.getLogger("zoo")
 
 @dataclass
 class RunOptions:
-    """How to run: where results go, which registry (None: the recipe's or the default; 'none': no push)."""
+    """How to run: where results go, which registry (None: the recipe's or the default; 'none': no push),
+    whether an earlier run in ``out`` may be continued (``resume``) or is replaced (``overwrite``)."""
 
     out: Path
     registry: str | None = None
     device: str | None = None
     progress: bool = True
     resume: bool = True
+    overwrite: bool = False
+    push: str = "final"
+    """What goes to the registry: ``final`` (each method's final model, plus every expert and base the method
+    produces on the way: BMC's experts and bases, Ex-Model's experts, Model Zoo's members), ``stages``
+    (also every stage's snapshot) or ``none``."""
+
+
+RUN_FILE = "run.json"  # what the resume check compares beyond the recipe: the target registry
+LOCK_FILE = ".zoo-run.lock"
 
 
 def _setup_logging(out: Path) -> logging.Handler:
@@ -61,41 +72,107 @@ def _setup_logging(out: Path) -> logging.Handler:
     return handler
 
 
-def _open_target_registry(recipe: Recipe, opts: RunOptions) -> Registry | None:
+def _target_uri(recipe: Recipe, opts: RunOptions) -> str:
+    from registry.settings import default_registry_uri
+
+    from registry.uri import is_hub_uri
+
     uri = opts.registry if opts.registry is not None else recipe.registry
     if uri == "none":
-        return None
-    return open_registry(uri)
+        return "none"
+    uri = uri or default_registry_uri()
+    # one spelling per local folder, so that a resume check compares folders, not strings
+    return uri if is_hub_uri(uri) or "://" in uri else str(Path(uri).expanduser().resolve())
 
 
-def _check_resume(out: Path, recipe_text: str, resume: bool) -> None:
-    previous = out / "recipe.yaml"
-    if previous.exists() and (out / "checkpoints").exists():
-        if not resume:
-            raise ZooError(f"{out} already holds a run; choose another --out or remove it")
-        if previous.read_text() != recipe_text:
-            raise ZooError(f"{out} holds a run of a different recipe; choose another --out or remove it")
+def _open_target_registry(uri: str) -> Registry | None:
+    return None if uri == "none" else open_registry(uri)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold the run folder for this process: a second ``zoo run`` into it fails at once instead of
+    interleaving checkpoints (the lock goes with the process, so a killed run leaves none behind)."""
+    import fcntl
+
+    with open(out / LOCK_FILE, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ZooError(f"{out} is in use by another zoo run; wait for it or choose another --out") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _previous_run(out: Path) -> bool:
+    return (out / "recipe.yaml").exists() and (out / "checkpoints").exists()
+
+
+def _clear_run(out: Path) -> None:
+    """Remove what an earlier run wrote into ``out`` (and nothing else): its files, checkpoints and the
+    per-method folders its checkpoints name."""
+    import shutil
+
+    keys = [p.name for p in (out / "checkpoints").iterdir() if p.is_dir()] if (out / "checkpoints").is_dir() else []
+    for key in keys:
+        target = out / key
+        if target.is_dir() and not target.is_symlink() and target.resolve().parent == out.resolve():
+            shutil.rmtree(target)
+    if (out / "checkpoints").is_dir():
+        shutil.rmtree(out / "checkpoints")
+    for name in ("recipe.yaml", "results.json", "run.log", RUN_FILE):
+        (out / name).unlink(missing_ok=True)
+
+
+def _check_resume(out: Path, recipe_text: str, registry_uri: str, opts: RunOptions) -> bool:
+    """Whether ``out`` holds this very run, finished (True: nothing to do). Raises when it holds another
+    run, or this one with another target registry, or when ``resume`` is off."""
+    if not _previous_run(out):
+        return False
+    if not opts.resume:
+        raise ZooError(f"{out} already holds a run; --overwrite replaces it, or choose another --out")
+    if (out / "recipe.yaml").read_text() != recipe_text:
+        raise ZooError(f"{out} holds a run of a different recipe; --overwrite replaces it, or choose another --out")
+    run_file = out / RUN_FILE
+    before = json.loads(run_file.read_text()).get("registry") if run_file.exists() else None
+    if before is not None and before != registry_uri:
+        raise ZooError(f"{out} was run with registry {before}, not {registry_uri}: resuming would leave its "
+                       f"experts split between the two; use --registry {before}, --overwrite, or another --out")
+    return (out / "results.json").exists()
 
 
 def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
-    """Run every method of ``recipe`` on its stream and write the run folder; return the combined results."""
+    """Run every method of ``recipe`` on its stream and write the run folder; return the combined results.
+
+    Running into a folder that holds the same recipe resumes after its last finished stage; a finished run
+    is reported as it stands (``results["already_complete"]``)."""
     start = time.perf_counter()
     device = resolve_device(opts.device or recipe.device)
     stream = build_stream(recipe.stream).to(device)
     load_s = time.perf_counter() - start
     # A budget is checked against every method's model cost before anything is written.
     budget = plan_budget(recipe.budget, recipe, stream) if recipe.budget is not None else None
+    registry_uri = _target_uri(recipe, opts)
     out = opts.out
     out.mkdir(parents=True, exist_ok=True)
     recipe_text = dump_recipe(recipe)
-    _check_resume(out, recipe_text, opts.resume)
-    (out / "recipe.yaml").write_text(recipe_text)
-    handler = _setup_logging(out)
-    try:
-        return _run(recipe, opts, out, stream, device, budget, start, load_s)
-    finally:
-        log.removeHandler(handler)
-        handler.close()
+    with _run_lock(out):
+        if opts.overwrite:
+            _clear_run(out)
+        if _check_resume(out, recipe_text, registry_uri, opts):
+            results = json.loads((out / "results.json").read_text())
+            results["already_complete"] = True
+            return results
+        (out / "recipe.yaml").write_text(recipe_text)
+        _write_json(out / RUN_FILE, {"registry": registry_uri})
+        handler = _setup_logging(out)
+        try:
+            return _run(recipe, opts, out, stream, device, budget, start, load_s, registry_uri)
+        finally:
+            log.removeHandler(handler)
+            handler.close()
 
 
 def budgeted(recipe: Recipe, budget: dict[str, Any] | None) -> list[Any]:
@@ -112,7 +189,7 @@ def budgeted(recipe: Recipe, budget: dict[str, Any] | None) -> list[Any]:
 
 
 def _run(recipe: Recipe, opts: RunOptions, out: Path, stream: Any, device: torch.device,
-         budget: dict[str, Any] | None, start: float, load_s: float) -> dict[str, Any]:
+         budget: dict[str, Any] | None, start: float, load_s: float, registry_uri: str) -> dict[str, Any]:
     from zoo.models import create_model
 
     if budget is not None:
@@ -121,7 +198,7 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path, stream: Any, device: torch
         for key, plan in budget["methods"].items():
             log.info("budget %s: %s", key, plan["derivation"] if plan["applies"] else plan["why"])
     log.info("stream %s: %d tasks, %d classes, device %s", stream.name, len(stream.tasks), stream.num_classes, device)
-    reg = _open_target_registry(recipe, opts)
+    reg = _open_target_registry(registry_uri) if opts.push != "none" else None
 
     def new_model_at(t: int) -> torch.nn.Module:
         spec = recipe.model_at(t)
@@ -190,18 +267,20 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
                      architecture_at=lambda t: architecture_text(recipe.model_at(t)))
     method = get_method(spec.method)(spec.params, ctx)
     try:
-        return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done)
+        return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done,
+                           opts.push)
     finally:
         method.close()
 
 
 def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunContext,
                 baseline: dict[str, list[float]], reg: Registry | None, out: Path, ckpt_dir: Path,
-                progress_file: Path, done: dict[str, Any]) -> dict[str, Any]:
+                progress_file: Path, done: dict[str, Any], push: str = "final") -> dict[str, Any]:
     from safetensors.torch import load_file, save_file
 
     key, device = spec.key, ctx.device
-    publish = _publisher(reg, recipe, spec, stream, method)
+    last = len(stream.tasks) - 1
+    pushed: list[str] = []
     rows: dict[str, list[list[float]]] = {"class_il": [], "task_il": []}
     stages: list[dict[str, Any]] = []
     parent: ParentRef | None = None
@@ -221,7 +300,11 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
             eval_s = time.perf_counter() - t0
             stage = {"stage": t, "class_il": row["class_il"], "task_il": row["task_il"], "train_s": train_s,
                      "eval_s": eval_s, "info": info, "expert": None, "method_state": method.meta()}
+            publish = _publisher(reg, recipe, spec, stream, method, snapshots=push == "stages" or t == last,
+                                 pushed=pushed)
             card = method.publish(t, publish, parent, stage)
+            stage["pushed"] = list(pushed)
+            pushed.clear()
             if card is not None:
                 stage["expert"] = {"id": card.id, "digest": card.digest, "registry": reg.uri}
             # Checkpoint last: a stage counts as finished only once its state, row and expert are saved.
@@ -237,6 +320,15 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
         stages.append(stage)
         for p in rows:
             rows[p].append(stage[p])
+    tags = []
+    final = stages[-1].get("expert") if stages else None
+    if reg is not None and final:
+        for tag in final_tags(recipe, spec):
+            reg.tag(tag, final["id"])
+            tags.append(tag)
+    n_pushed = sum(len(s.get("pushed", [])) for s in stages)
+    if reg is not None:
+        log.info("%s: pushed %d model(s) to %s%s", key, n_pushed, reg.uri, f", tagged {', '.join(tags)}" if tags else "")
     fwt = PROTOCOLS if class_il_fwt_defined(stream) else ("task_il",)
     result = results_from_rows(rows, baseline, [method.learned_at(t) for t in range(len(stream.tasks))],
                                [len(task.test) for task in stream.tasks], fwt)
@@ -249,6 +341,7 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
         "timings": {"train_s": sum(s["train_s"] for s in stages), "eval_s": sum(s["eval_s"] for s in stages),
                     "per_stage": [{"train_s": s["train_s"], "eval_s": s["eval_s"]} for s in stages]},
         "stages": [{"stage": s["stage"], "info": s["info"], "expert": s["expert"]} for s in stages],
+        "registry": None if reg is None else {"uri": reg.uri, "pushed": n_pushed, "tags": tags},
     })
     if any(s["info"].get("breaks_setting") for s in stages):  # e.g. Ex-Model's replay source: real data
         result["breaks_setting"] = True
@@ -258,18 +351,31 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
     return result
 
 
-def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, method: Any) -> Any:
-    """The function methods push models with: names, seed, method, labels and training filled in."""
+def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, method: Any, *,
+               snapshots: bool = True, pushed: list[str] | None = None) -> Any:
+    """The function methods push models with: names, seed, method, labels and training filled in. A model
+    pushed with ``role="snapshot"`` (the method's model after a stage) is skipped unless ``snapshots``;
+    experts and bases always go. Pushed ids are appended to ``pushed``."""
     def publish(model: torch.nn.Module, *, suffix: str, tasks: list[tuple[int, Any]], parents: list[ParentRef],
-                metrics: dict[str, float], hyperparameters: dict[str, Any] | None = None, **extra: Any) -> ExpertCard | None:
-        if reg is None:
+                metrics: dict[str, float], hyperparameters: dict[str, Any] | None = None,
+                role: str = "snapshot", **extra: Any) -> ExpertCard | None:
+        if reg is None or (role == "snapshot" and not snapshots):
             return None
         hyper = {**method.hyperparameters(), "training": _plain(method_training(recipe, spec)), **(hyperparameters or {})}
-        return reg.save(model, name=f"{recipe.name}-{spec.key}-{suffix}",
-                           tasks=[TaskSpec(i, tuple(c)) for i, c in tasks], parents=parents, method=spec.method,
-                           hyperparameters=hyper, seed=recipe.seed, metrics=metrics,
-                           labels=[stream.name, recipe.name], **extra)
+        card = reg.save(model, name=f"{recipe.name}-{spec.key}-{suffix}",
+                        tasks=[TaskSpec(i, tuple(c)) for i, c in tasks], parents=parents, method=spec.method,
+                        hyperparameters=hyper, seed=recipe.seed, metrics=metrics,
+                        labels=[stream.name, recipe.name], **extra)
+        if pushed is not None:
+            pushed.append(card.id)
+        return card
     return publish
+
+
+def final_tags(recipe: Recipe, spec: Any) -> list[str]:
+    """The tags a run puts on a method's final model: ``<run>/<method>:final``, and ``base:latest`` for
+    BMC's final base."""
+    return [f"{recipe.name}/{spec.key}:final"] + (["base:latest"] if spec.method == "bmc" else [])
 
 
 def _plain(obj: Any) -> Any:

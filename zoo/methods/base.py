@@ -91,6 +91,9 @@ class Method(ABC):
     Params: type = NoParams
     changes_architecture: bool = False  # True: the method accepts a recipe whose architecture changes per task
     memory_param: str | None = None
+    stage_role: str = "snapshot"
+    """What the model of each stage is for the registry: a ``snapshot`` of the method (a run pushes only the
+    final one by default) or an ``expert`` in its own right (Model Zoo's members: always pushed)."""
     """The parameter that sizes the method's exemplar memory; a recipe's ``budget:`` derives it from the
     method's own model cost (None: the budget does not apply, the memory is reported as measured)."""
 
@@ -154,7 +157,7 @@ class Method(ABC):
         By default: the stage's model, with the previous stage's model as parent."""
         seen = self.ctx.stream.tasks[: t + 1]
         return publish(self.expert(), suffix=f"s{t}", tasks=[(k.id, k.classes) for k in seen],
-                       parents=[parent] if parent else [], metrics=test_metrics(stage, t))
+                       parents=[parent] if parent else [], metrics=test_metrics(stage, t), role=self.stage_role)
 
     def close(self) -> None:
         """Release what the method holds beyond the run (worker pools, clusters)."""

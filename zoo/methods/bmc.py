@@ -293,11 +293,11 @@ class BMC(Method):
                                         # the task's range of the class order (the reference's offset, length)
                                         "task_offset": self.ctx.stream.class_order.index(task.classes[0]),
                                         "task_length": len(task.classes)},
-                           metrics={"val_accuracy": info["val_accuracy"]})
+                           metrics={"val_accuracy": info["val_accuracy"]}, role="expert")
             if card is not None:
                 refs.append(ParentRef(card.id, card.digest, "expert"))
         seen = self.ctx.stream.tasks[: t + 1]
         hyper = {"consolidation": asdict(self.params.consolidation)}
         return publish(self.base, suffix=f"base-s{t}", tasks=[(k.id, k.classes) for k in seen],
                        parents=([parent] if parent else []) + refs, metrics=test_metrics(stage, t),
-                       hyperparameters=hyper)
+                       hyperparameters=hyper, role="base")

@@ -102,7 +102,7 @@ class _Experts(SingleModelMethod):
         task = self.ctx.stream.tasks[t]
         card = publish(expert, suffix=f"expert-t{task.id}", tasks=[(task.id, task.classes)], parents=[],
                        metrics={"val_accuracy": info["val_accuracy"]},
-                       hyperparameters={"input_shape": list(self.ctx.stream.input_shape)})
+                       hyperparameters={"input_shape": list(self.ctx.stream.input_shape)}, role="expert")
         return ParentRef(card.id, card.digest, "expert") if card is not None else None
 
 

@@ -88,6 +88,8 @@ def group_data(stream: Any, group: list[int], split: str, replay_frac: float | N
 class _ZooBase(Method):
     """Shared machinery: members, the ensemble predictor, checkpoints and publishing."""
 
+    stage_role = "expert"  # every round's model is a member of the zoo, pushed whatever the push mode
+
     def __init__(self, params: Any, ctx: Any):
         super().__init__(params, ctx)
         self.members: list[tuple[nn.Module, list[int]]] = []
@@ -154,7 +156,8 @@ class _ZooBase(Method):
         round model is trained from scratch)."""
         model, group = self.members[-1]
         return publish(model, suffix=f"r{t}", tasks=[(g, self.ctx.stream.tasks[g].classes) for g in group],
-                       parents=[], metrics={"val_accuracy": stage["info"].get("val_accuracy", float("nan"))})
+                       parents=[], metrics={"val_accuracy": stage["info"].get("val_accuracy", float("nan"))},
+                       role=self.stage_role)
 
 
 @register_method("modelzoo")
