@@ -333,10 +333,22 @@ A **zoo** expert (`{{ architecture }}`, {{ num_classes }} outputs) trained with 
 
 ## Load it
 
+With zoo (`pip install expert-zoo`), from the folder holding this expert's files (`config.json`,
+`model.safetensors`, `zoo.json`): for a repo made by `zoo export`, `huggingface-cli download ORG/REPO
+--local-dir expert`; in a registry repo the folder is `experts/{{ id }}/` (download with
+`--include "experts/{{ id }}/*"` and load `expert/experts/{{ id }}`):
+
 ```python
-from registry import open_registry
-model = open_registry("{{ registry_hint }}").get("{{ id }}").model()
+from registry import Expert
+model = Expert.load("expert").model()  # every file checked against its sha256 first
 ```
+
+or pull it into your registry and load it by id: `zoo pull hf://ORG/REPO {{ id }}`, then
+`open_registry("{{ registry_hint }}").get("{{ id }}").model()`.
+{%- if timm_loadable %} timm loads it too: `timm.create_model("local-dir:expert", pretrained=True)`.{% endif %}
+{%- if input_text %}
+
+Inputs: {{ input_text }}.{% endif %}
 
 ## Metrics
 
@@ -352,6 +364,14 @@ def _template() -> Any:
     return jinja2.Template(_TEMPLATE)
 
 
+def _timm_architecture(name: str) -> bool:
+    try:
+        import timm
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return False
+    return bool(timm.is_model(name))
+
+
 def render_model_card(card: ExpertCard, registry_hint: str = "~/.cache/zoo/registry") -> str:
     """Render the expert's ``README.md``: a Hub model card with a YAML header and ``model-index`` metrics."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -361,14 +381,20 @@ def render_model_card(card: ExpertCard, registry_hint: str = "~/.cache/zoo/regis
                    metric_type="accuracy" if "acc" in key else key, metric_name=key, metric_value=value)
         for key, value in sorted(card.metrics.items()) if value is not None
     ]
-    base = card.base
+    # base_model must be a Hub model id, which a zoo parent is not: the lineage is in the body (and zoo.json).
     data = ModelCardData(
         library_name="zoo",
-        tags=["zoo", "continual-learning", card.method, card.architecture, *card.labels],
-        base_model=f"zoo:{base.id}" if base else None,
+        tags=list(dict.fromkeys(["zoo", "continual-learning", card.method, card.architecture, *card.labels])),
         model_name=card.name,
         eval_results=eval_results or None,
     )
+    data_input = card.hyperparameters.get("input") if isinstance(card.hyperparameters.get("input"), dict) else {}
+    input_text = ""
+    if data_input.get("shape"):
+        input_text = "shape " + "x".join(str(d) for d in data_input["shape"]) + (
+            f", float = {data_input['formula']} with scale {data_input.get('scale')}"
+            + (f", mean {data_input.get('mean')}, std {data_input.get('std')}" if data_input.get("mean") else "")
+            if data_input.get("formula") else "")
     metrics_table = "| metric | value |\n|---|---|\n" + "".join(
         f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |\n" for k, v in sorted(card.metrics.items())) \
         if card.metrics else "No metrics recorded."
@@ -387,5 +413,7 @@ def render_model_card(card: ExpertCard, registry_hint: str = "~/.cache/zoo/regis
         zoo_version=card.zoo_version,
         registry_hint=registry_hint,
         metrics_table=metrics_table,
+        timm_loadable=_timm_architecture(card.architecture),
+        input_text=input_text,
     )
     return str(ModelCard(content))  # parses the YAML header back: a malformed card fails here, not on the Hub

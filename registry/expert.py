@@ -137,7 +137,7 @@ def write_expert(
     config = config if config is not None else getattr(model, "zoo_config", None)
     if config is None:
         raise ValueError("model has no zoo_config: build it with zoo.create_model or pass config=ModelConfig(...)")
-    config_dict = config.to_dict(model)
+    config_dict = config.to_dict(model, (hyperparameters or {}).get("input"))
     task_specs = [t if isinstance(t, TaskSpec) else TaskSpec(int(t[0]), tuple(int(c) for c in t[1])) for t in tasks]
     parent_refs = list(parents)
 

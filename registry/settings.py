@@ -18,11 +18,14 @@ def default_registry_uri() -> str:
     return str(Path(cache) / "zoo" / "registry")
 
 
+DISTRIBUTION = "expert-zoo"  # the name on PyPI ("zoo" is an unrelated project there)
+
+
 def zoo_version() -> str:
-    """The installed zoo version, or ``0+unknown`` when running from a source tree."""
+    """The installed zoo version (distribution ``expert-zoo``), or ``0+unknown`` from a bare source tree."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("zoo")
+        return version(DISTRIBUTION)
     except PackageNotFoundError:
         return "0+unknown"

@@ -107,7 +107,7 @@ def ray_executor():
     try:
         import ray
     except ImportError:
-        pytest.skip("Ray is not installed (pip install 'zoo[ray]')")
+        pytest.skip("Ray is not installed (pip install 'expert-zoo[ray]')")
     from zoo.parallel import ExecutorOptions, RayExecutor
 
     if ray.is_initialized():

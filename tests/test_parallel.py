@@ -21,7 +21,7 @@ try:
 except ImportError:  # the extra is optional: zoo[ray]
     ray = None
 
-requires_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'zoo[ray]')")
+requires_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (pip install 'expert-zoo[ray]')")
 
 KINDS = ["local", "process", pytest.param("ray", marks=requires_ray)]
 
@@ -186,7 +186,7 @@ def test_ray_missing_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     with pytest.raises(ZooError) as info:
         make_executor("ray")
-    assert str(info.value) == "the ray executor needs Ray: pip install 'zoo[ray]'"
+    assert str(info.value) == "the ray executor needs Ray: pip install 'expert-zoo[ray]'"
 
 
 # --- Ray specifics ------------------------------------------------------------------------------------------

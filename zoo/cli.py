@@ -178,7 +178,7 @@ def _bytes_bar(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], A
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter; results and errors only.")
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
-@click.version_option(package_name="zoo", message="zoo %(version)s")
+@click.version_option(package_name="expert-zoo", message="zoo %(version)s")
 @click.pass_context
 def main(ctx: click.Context, quiet: bool, debug: bool) -> None:
     """zoo: continual and multi-task learning with expert models.
@@ -430,6 +430,14 @@ def export(ref: str, dest: str, registry_uri: str | None, private: bool, message
     if not is_hub_uri(dest):
         raise click.UsageError("--to must be a Hub repo: hf://ORG/REPO")
     expert = _open(registry_uri).get(ref)
+    import timm
+
+    from zoo.models import is_zoo_model
+
+    arch = expert.card.architecture
+    if is_zoo_model(arch) or not timm.is_model(arch):
+        _say(f"zoo: warning: timm cannot build {arch!r} ({'a zoo architecture' if is_zoo_model(arch) else 'unknown to timm'}); "
+             f"the repo loads with zoo (Expert.load / zoo pull), not with timm.create_model")
     repo = open_registry(dest, private=private)
     repo.export(expert, message=message, git_tag=git_tag)
     click.echo(f"exported {expert.name} ({expert.id}) to {repo.uri}")

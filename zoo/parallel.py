@@ -6,7 +6,7 @@ order, whatever order they finish in. Three implementations share one contract:
 * :class:`LocalExecutor` (``local``, the default): in-process and sequential; a laptop.
 * :class:`ProcessExecutor` (``process``): a ``spawn`` process pool on one machine (``fork`` is unsafe once
   torch has started threads or CUDA).
-* :class:`RayExecutor` (``ray``, ``pip install 'zoo[ray]'``): one Ray core task per job, with CPUs and GPUs
+* :class:`RayExecutor` (``ray``, ``pip install 'expert-zoo[ray]'``): one Ray core task per job, with CPUs and GPUs
   requested per task, Ray's own retries for dead workers, and the shared data put in the object store once.
   A Ray started here listens on 127.0.0.1 only; ``ray_address`` joins an existing cluster instead.
 
@@ -483,7 +483,7 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise ZooError("the ray executor needs Ray: pip install 'zoo[ray]'") from None
+        raise ZooError("the ray executor needs Ray: pip install 'expert-zoo[ray]'") from None
     return ray
 
 

@@ -361,7 +361,10 @@ def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, met
                 role: str = "snapshot", **extra: Any) -> ExpertCard | None:
         if reg is None or (role == "snapshot" and not snapshots):
             return None
-        hyper = {**method.hyperparameters(), "training": _plain(method_training(recipe, spec)), **(hyperparameters or {})}
+        hyper = {**method.hyperparameters(), "training": _plain(method_training(recipe, spec)),
+                 # what the expert reads: a user (or timm) needs this to feed it the inputs it was trained on
+                 "input": {"shape": list(stream.input_shape), **{k: v for k, v in stream.normalisation.items()}},
+                 **(hyperparameters or {})}
         card = reg.save(model, name=f"{recipe.name}-{spec.key}-{suffix}",
                         tasks=[TaskSpec(i, tuple(c)) for i, c in tasks], parents=parents, method=spec.method,
                         hyperparameters=hyper, seed=recipe.seed, metrics=metrics,

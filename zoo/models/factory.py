@@ -85,8 +85,11 @@ class ModelConfig:
     model_args: dict[str, Any] = field(default_factory=dict)
     heads: list[int] | None = None
 
-    def to_dict(self, model: nn.Module | None = None) -> dict[str, Any]:
-        """``config.json`` content. A single-head timm model also gets the fields timm's hub loader reads."""
+    def to_dict(self, model: nn.Module | None = None, data_input: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``config.json`` content. A single-head timm model also gets the fields timm's hub loader reads;
+        with ``data_input`` (the expert's input: ``shape`` and the stream's ``scale`` / ``mean`` / ``std``)
+        its ``pretrained_cfg`` states the real input size and normalisation, so that
+        ``timm.data.resolve_data_config`` builds the transform the expert was trained with."""
         data: dict[str, Any] = {
             "architecture": self.architecture,
             "num_classes": self.num_classes,
@@ -102,6 +105,10 @@ class ModelConfig:
             cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
             data["pretrained_cfg"] = {k: v for k, v in cfg.items() if _jsonable(v) and k not in ("url", "hf_hub_id", "file", "source")}
             data["pretrained_cfg"]["num_classes"] = self.num_classes
+            if data_input:
+                data["pretrained_cfg"].update(_timm_input_cfg(data_input))
+        if data_input:
+            data["input"] = dict(data_input)
         return data
 
     @classmethod
@@ -127,6 +134,20 @@ class ModelConfig:
         except ModelArgsError as e:
             raise CardError(f"config.json: {e}") from None
         return cls(arch, n, dict(args), heads)
+
+
+def _timm_input_cfg(data_input: dict[str, Any]) -> dict[str, Any]:
+    """timm's data fields for an expert's input: zoo feeds ``(x / scale - mean) / std`` with x / scale in
+    [0, 1], which is exactly timm's convention; no mean/std means 0 and 1. The expert saw whole images at
+    their own size, so crop_pct is 1."""
+    shape = [int(d) for d in data_input.get("shape", [])]
+    out: dict[str, Any] = {"crop_pct": 1.0, "interpolation": "bilinear", "crop_mode": "center"}
+    if len(shape) == 3:
+        channels = shape[0]
+        out["input_size"] = shape
+        out["mean"] = [float(v) for v in data_input.get("mean") or [0.0] * channels]
+        out["std"] = [float(v) for v in data_input.get("std") or [1.0] * channels]
+    return out
 
 
 def _jsonable(v: Any) -> bool:
