@@ -270,10 +270,14 @@ def _tasks(ids: list[int]) -> str:
 @click.argument("ref")
 @registry_option
 @click.option("--json", "as_json", is_flag=True, help="Print the full card (zoo.json) as JSON.")
-def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
+@click.option("--lineage", is_flag=True, help="Print the expert's ancestry as a tree of names instead.")
+def show(ref: str, registry_uri: str | None, as_json: bool, lineage: bool) -> None:
     """Show one expert's card: tasks, lineage, method, metrics, files."""
     reg = _open(registry_uri)
     card = reg.card(ref)
+    if lineage:
+        click.echo("\n".join(printable(line) for line in lineage_tree(reg, card)))
+        return
     tags = sorted(t for t, i in reg.tags().items() if i == card.id)
     if as_json:
         click.echo(_json({**card.to_dict(), "registry_tags": tags}, sort_keys=True))
@@ -298,6 +302,38 @@ def show(ref: str, registry_uri: str | None, as_json: bool) -> None:
     lines.append("files")
     lines += [f"  {name:<40} {rec.size:>12,d} B  sha256 {rec.sha256[:16]}" for name, rec in card.files.items()]
     click.echo("\n".join(printable(line) for line in lines))
+
+
+def lineage_tree(reg: Registry, card: ExpertCard) -> list[str]:
+    """``card``'s ancestry, one line per expert: name, id, method and tasks, each parent indented under its
+    child with its role (base, expert, ...); a parent missing from the registry is named by id."""
+    tags = reg.tags()
+    by_id = {c.id: c for c in reg.find()}
+
+    def label(c: ExpertCard) -> str:
+        names = [t for t, i in tags.items() if i == c.id]
+        return (f"{c.name} ({c.id}) {c.method}, tasks {_tasks(c.task_ids)}"
+                + (f" [{', '.join(sorted(names))}]" if names else ""))
+
+    lines = [label(card)]
+    shown = {card.id}  # a DAG: an ancestor reached twice (BMC's base is every expert's parent) is shown once
+
+    def walk(c: ExpertCard, prefix: str) -> None:
+        for i, p in enumerate(c.parents):
+            last = i == len(c.parents) - 1
+            branch, more = ("└── ", "    ") if last else ("├── ", "│   ")
+            parent = by_id.get(p.id)
+            if parent is None:
+                lines.append(f"{prefix}{branch}{p.role}: {p.id} (not in this registry)")
+            elif p.id in shown:
+                lines.append(f"{prefix}{branch}{p.role}: {parent.name} ({p.id}, shown above)")
+            else:
+                shown.add(p.id)
+                lines.append(f"{prefix}{branch}{p.role}: {label(parent)}")
+                walk(parent, prefix + more)
+
+    walk(card, "")
+    return lines
 
 
 @main.command()
@@ -496,6 +532,7 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--dry-run", is_flag=True, help="Validate the recipe, print it resolved, and stop.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its files only) instead of resuming.")
+@click.option("--tensorboard", is_flag=True, help="Also log every epoch to TensorBoard (<out>/tensorboard/<method>).")
 @click.option("--push", "push_mode", type=click.Choice(["final", "stages", "none"]), default="final", show_default=True,
               help="What goes to the registry: each method's final model plus the experts and bases methods "
                    "produce (final), also every stage's snapshot (stages), or nothing (none).")
@@ -503,7 +540,8 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
               help="Run a budget sweep: the recipe at each memory budget (in the unit of its budget: field; "
                    "without one, exemplars of the reference 'B exemplars + one backbone per task').")
 def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | None, sets: tuple[str, ...],
-        dry_run: bool, no_resume: bool, overwrite: bool, push_mode: str, budgets: str | None) -> None:
+        dry_run: bool, no_resume: bool, overwrite: bool, tensorboard: bool, push_mode: str,
+        budgets: str | None) -> None:
     """Run RECIPE (a YAML file): train every method stage by stage, evaluate, push experts, write results.
 
     The run folder gets results.json, an accuracy-matrix PNG per method, the resolved recipe and a log;
@@ -534,7 +572,7 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
     if no_resume and overwrite:
         raise click.UsageError("--no-resume and --overwrite contradict each other: give one")
     opts = RunOptions(out=out, registry=registry_uri, device=device, progress=not _quiet(), resume=not no_resume,
-                      overwrite=overwrite, push=push_mode)
+                      overwrite=overwrite, push=push_mode, tensorboard=tensorboard)
     if values:
         from zoo.sweep import run_sweep, sweep_table
 

@@ -23,6 +23,7 @@ classes masked out) and task-IL (argmax over the task's own classes, the task id
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -212,5 +213,35 @@ def plot_accuracy_matrix(results: dict[str, Any], path: Any, title: str = "") ->
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    fig.savefig(Path(path).with_suffix(".svg"), bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_methods(results: dict[str, Any], path: Any, title: str = "") -> None:
+    """One figure comparing every method of a run: average accuracy over the tasks seen so far after each
+    stage, class-IL and task-IL side by side (PNG at 150 dpi, and SVG beside it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, protocol in zip(axes, PROTOCOLS):
+        for key, r in results["methods"].items():
+            rows = r["accuracy_matrix"][protocol]
+            seen_avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(rows)]
+            ax.plot(range(1, len(rows) + 1), seen_avg, marker="o", label=f"{key} ({seen_avg[-1]:.3f})")
+        ax.set_title("class-IL" if protocol == "class_il" else "task-IL")
+        ax.set_xlabel("after stage (tasks seen)")
+        ax.set_xticks(range(1, len(rows) + 1))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("average accuracy over the tasks seen")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    fig.savefig(Path(path).with_suffix(".svg"))
     plt.close(fig)

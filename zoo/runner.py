@@ -35,10 +35,10 @@ from registry.errors import ZooError
 from .budget import memory_report, plan_budget
 from .data import build_stream
 from .methods import RunContext, get_method
-from .metrics import (PROTOCOLS, class_il_fwt_defined, evaluate_stage, plot_accuracy_matrix, results_from_rows,
-                      task_accuracies)
+from .metrics import (PROTOCOLS, class_il_fwt_defined, evaluate_stage, plot_accuracy_matrix, plot_methods,
+                      results_from_rows, task_accuracies)
 from .recipe import Recipe, dump_recipe, method_training
-from .train import prepare_model, resolve_device, seed_everything
+from .train import epoch_records, prepare_model, resolve_device, seed_everything
 
 log = logging.getLogger("zoo")
 
@@ -54,6 +54,8 @@ class RunOptions:
     progress: bool = True
     resume: bool = True
     overwrite: bool = False
+    tensorboard: bool = False
+    """Also log every epoch's loss, validation accuracy and learning rate to ``<out>/tensorboard/<method>``."""
     push: str = "final"
     """What goes to the registry: ``final`` (each method's final model, plus every expert and base the method
     produces on the way: BMC's experts and bases, Ex-Model's experts, Model Zoo's members), ``stages``
@@ -221,6 +223,7 @@ def _run(recipe: Recipe, opts: RunOptions, out: Path, stream: Any, device: torch
         combined["methods"][spec.key] = result
     combined["timings"] = {"total_s": time.perf_counter() - start}
     _write_json(out / "results.json", combined)
+    plot_methods(combined, out / "methods.png", title=f"{recipe.name}: every method, stage by stage")
     return combined
 
 
@@ -267,15 +270,21 @@ def _run_method(recipe: Recipe, spec: Any, stream: Any, new_model: Any, device: 
                      architecture_at=lambda t: architecture_text(recipe.model_at(t)))
     method = get_method(spec.method)(spec.params, ctx)
     try:
-        return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done,
-                           opts.push)
+        writer = _tensorboard(out, spec.key) if opts.tensorboard else None
+        try:
+            return _run_stages(recipe, spec, stream, method, ctx, baseline, reg, out, ckpt_dir, progress_file, done,
+                               opts.push, writer)
+        finally:
+            if writer is not None:
+                writer.close()
     finally:
         method.close()
 
 
 def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunContext,
                 baseline: dict[str, list[float]], reg: Registry | None, out: Path, ckpt_dir: Path,
-                progress_file: Path, done: dict[str, Any], push: str = "final") -> dict[str, Any]:
+                progress_file: Path, done: dict[str, Any], push: str = "final",
+                tensorboard: Any = None) -> dict[str, Any]:
     from safetensors.torch import load_file, save_file
 
     key, device = spec.key, ctx.device
@@ -293,7 +302,8 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
             log.info("%s: stage %d restored from %s", key, t, ckpt)
         else:
             t0 = time.perf_counter()
-            info = method.train_stage(t)
+            with epoch_records(_history_sink(out, key, t, tensorboard)):
+                info = method.train_stage(t)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             row = evaluate_stage(method.predictor(), stream, stream.seen_classes(t))
@@ -315,6 +325,9 @@ def _run_stages(recipe: Recipe, spec: Any, stream: Any, method: Any, ctx: RunCon
             _write_json(progress_file, done)
             seen_avg = sum(row["class_il"][: t + 1]) / (t + 1)
             log.info("%s: stage %d trained in %.1fs, class-IL avg over seen tasks %.4f", key, t, train_s, seen_avg)
+            what = stage_line(info, card)
+            if what:
+                log.info("%s: stage %d: %s", key, t, what)
         if stage.get("expert"):
             parent = ParentRef(stage["expert"]["id"], stage["expert"]["digest"], "base")
         stages.append(stage)
@@ -373,6 +386,63 @@ def _publisher(reg: Registry | None, recipe: Recipe, spec: Any, stream: Any, met
             pushed.append(card.id)
         return card
     return publish
+
+
+def _tensorboard(out: Path, key: str) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ZooError("--tensorboard needs TensorBoard: pip install 'expert-zoo[tensorboard]'") from None
+    return SummaryWriter(str(_inside(out, "tensorboard", key)))
+
+
+def _history_sink(out: Path, key: str, t: int, writer: Any = None) -> Any:
+    """Where the epochs of stage ``t`` go: ``<out>/<key>/history.jsonl`` (lines of a stage trained again
+    after an interruption replace the old ones) and, when given, a TensorBoard writer."""
+    folder = _inside(out, key)
+    folder.mkdir(exist_ok=True)
+    path = folder / "history.jsonl"
+    if path.exists():  # a stage trained again after an interruption replaces its old lines
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("stage", -1) < t]
+        path.write_text("".join(line + "\n" for line in kept))
+    step = [sum(1 for line in path.read_text().splitlines() if line)] if path.exists() else [0]
+
+    def sink(record: dict[str, Any]) -> None:
+        # NaN (validation not measured that epoch) is written as null: every line is strict JSON
+        row = {"method": key, "stage": t, **{k: (None if isinstance(v, float) and v != v else v)
+                                              for k, v in record.items()}}
+        with open(path, "a") as fh:
+            fh.write(json.dumps(row, allow_nan=False) + "\n")
+        if writer is not None:
+            for name in ("loss", "val_accuracy", "lr", "seconds"):
+                value = record.get(name)
+                if isinstance(value, (int, float)) and value == value:
+                    writer.add_scalar(f"{name}", value, step[0])
+            writer.add_scalar("stage", t, step[0])
+        step[0] += 1
+    return sink
+
+
+def stage_line(info: dict[str, Any], card: Any) -> str:
+    """What a stage did, in one line for the log (BMC's batch, experts and base; Model Zoo's group and
+    weights; a memory's size; MEMO's blocks)."""
+    parts = []
+    if "deferred" in info:
+        return str(info["deferred"])
+    if "batch" in info:
+        parts.append(f"batch of tasks {','.join(map(str, info['batch']))} -> {len(info.get('experts', []))} experts"
+                     + (f" -> base {card.id}" if card is not None else " -> base (not pushed)"))
+    if "group" in info:
+        parts.append(f"group {','.join(map(str, info['group']))}")
+    if "weights" in info:
+        parts.append("task weights " + " ".join(f"{k}:{v:.2f}" for k, v in info["weights"].items()))
+    if "blocks" in info:
+        parts.append(f"{info['blocks']} specialized block(s)")
+    if "memory" in info:
+        parts.append(f"memory {info['memory']}")
+    if card is not None and "batch" not in info:
+        parts.append(f"pushed {card.id}")
+    return "; ".join(parts)
 
 
 def final_tags(recipe: Recipe, spec: Any) -> list[str]:

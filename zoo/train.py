@@ -15,10 +15,12 @@ adds a term (BMC's stability loss).
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import math
 import random
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
@@ -233,6 +235,22 @@ def progress_bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="epoch", leave=False, file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
+EpochSink = Callable[[dict[str, Any]], None]
+_EPOCH_SINKS: contextvars.ContextVar[tuple[EpochSink, ...]] = contextvars.ContextVar("zoo_epoch_sinks", default=())
+
+
+@contextlib.contextmanager
+def epoch_records(sink: EpochSink) -> Any:
+    """Within the block, every epoch of every :func:`fit` call is also passed to ``sink`` as a dict (``desc``,
+    ``epoch``, ``loss``, ``val_accuracy``, ``lr``, ``seconds``): how a run writes ``history.jsonl`` and
+    TensorBoard logs without each method passing them along."""
+    token = _EPOCH_SINKS.set(_EPOCH_SINKS.get() + (sink,))
+    try:
+        yield
+    finally:
+        _EPOCH_SINKS.reset(token)
+
+
 BatchHook = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 ExtraLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -263,7 +281,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
     history: list[dict[str, float]] = []
     bar = progress_bar(cfg.epochs, desc, progress)
     epoch = -1
+    sinks = _EPOCH_SINKS.get()
     for epoch in range(cfg.epochs):
+        started = time.perf_counter()
         model.train()
         order = torch.randperm(len(train), generator=generator).to(device)
         total = torch.zeros((), device=device)  # summed on the device: no host sync per step
@@ -290,7 +310,9 @@ def fit(model: nn.Module, train: Split, val: Split | None, cfg: TrainConfig, *, 
         val_acc = (accuracy(model, val, mask, cfg.eval_batch_size, cfg.amp, heads)
                    if has_val and (cfg.validates or last) else float("nan"))
         history.append({"epoch": epoch, "loss": float(total) / max(seen, 1), "val_accuracy": val_acc,
-                        "lr": opt.param_groups[0]["lr"]})
+                        "lr": opt.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
+        for sink in sinks:
+            sink({"desc": desc, **history[-1]})
         if cfg.schedule == "step":
             sched.step()
         elif cfg.schedule == "plateau" and not math.isnan(val_acc):

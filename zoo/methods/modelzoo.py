@@ -182,7 +182,7 @@ class ModelZoo(_ZooBase):
         losses = nll_per_task(self.ensemble(), {s: getattr(self.ctx.stream.tasks[s], split)
                                                 for s in self.scheduler.seen})
         weights = self.scheduler.update(losses)
-        return {**info, "losses": {str(k): v for k, v in losses.items()},
+        return {**info, "group": list(group), "losses": {str(k): v for k, v in losses.items()},
                 "weights": {str(k): weights[k] for k in self.scheduler.seen}}
 
     def meta(self) -> dict[str, Any]:
