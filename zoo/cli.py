@@ -276,6 +276,8 @@ def show(ref: str, registry_uri: str | None, as_json: bool, lineage: bool) -> No
     reg = _open(registry_uri)
     card = reg.card(ref)
     if lineage:
+        from registry.lineage import lineage_tree
+
         click.echo("\n".join(printable(line) for line in lineage_tree(reg, card)))
         return
     tags = sorted(t for t, i in reg.tags().items() if i == card.id)
@@ -302,38 +304,6 @@ def show(ref: str, registry_uri: str | None, as_json: bool, lineage: bool) -> No
     lines.append("files")
     lines += [f"  {name:<40} {rec.size:>12,d} B  sha256 {rec.sha256[:16]}" for name, rec in card.files.items()]
     click.echo("\n".join(printable(line) for line in lines))
-
-
-def lineage_tree(reg: Registry, card: ExpertCard) -> list[str]:
-    """``card``'s ancestry, one line per expert: name, id, method and tasks, each parent indented under its
-    child with its role (base, expert, ...); a parent missing from the registry is named by id."""
-    tags = reg.tags()
-    by_id = {c.id: c for c in reg.find()}
-
-    def label(c: ExpertCard) -> str:
-        names = [t for t, i in tags.items() if i == c.id]
-        return (f"{c.name} ({c.id}) {c.method}, tasks {_tasks(c.task_ids)}"
-                + (f" [{', '.join(sorted(names))}]" if names else ""))
-
-    lines = [label(card)]
-    shown = {card.id}  # a DAG: an ancestor reached twice (BMC's base is every expert's parent) is shown once
-
-    def walk(c: ExpertCard, prefix: str) -> None:
-        for i, p in enumerate(c.parents):
-            last = i == len(c.parents) - 1
-            branch, more = ("└── ", "    ") if last else ("├── ", "│   ")
-            parent = by_id.get(p.id)
-            if parent is None:
-                lines.append(f"{prefix}{branch}{p.role}: {p.id} (not in this registry)")
-            elif p.id in shown:
-                lines.append(f"{prefix}{branch}{p.role}: {parent.name} ({p.id}, shown above)")
-            else:
-                shown.add(p.id)
-                lines.append(f"{prefix}{branch}{p.role}: {label(parent)}")
-                walk(parent, prefix + more)
-
-    walk(card, "")
-    return lines
 
 
 @main.command()

@@ -217,6 +217,13 @@ def _task_order(card: Any) -> tuple[int, str]:
     return (min(card.task_ids) if card.task_ids else 10**9, card.id)
 
 
+def recorded_input_shape(card: Any) -> list[int]:
+    """The input shape a card records: ``input.shape`` (every run writes it) or Ex-Model's ``input_shape``."""
+    hyper = card.hyperparameters
+    data_input = hyper.get("input") if isinstance(hyper.get("input"), dict) else {}
+    return list(data_input.get("shape") or hyper.get("input_shape") or [])
+
+
 def distill_registry_experts(registry: Any, expert_refs: Sequence[str], cfg: DistillConfig, *, source: str,
                              inversion: Any = None, buffer_size: int = 5000, base_ref: str | None = None,
                              student_arch: str | None = None, input_shape: Sequence[int] | None = None,
@@ -245,7 +252,7 @@ def distill_registry_experts(registry: Any, expert_refs: Sequence[str], cfg: Dis
     base_card = registry.card(base_ref) if base_ref else None
     if base_card is not None:
         cards = [c for c in cards if c.id != base_card.id]
-    shapes = {tuple(c.hyperparameters.get("input_shape", ())) for c in cards} - {()}
+    shapes = {tuple(recorded_input_shape(c)) for c in cards} - {()}
     if input_shape is None:
         if len(shapes) != 1:
             raise ZooError("consolidate: the experts' cards do not record one input shape; give --input-shape")

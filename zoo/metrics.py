@@ -218,9 +218,11 @@ def plot_accuracy_matrix(results: dict[str, Any], path: Any, title: str = "") ->
     plt.close(fig)
 
 
-def plot_methods(results: dict[str, Any], path: Any, title: str = "") -> None:
+def plot_methods(results: dict[str, Any], path: Any, title: str = "",
+                 extra: dict[str, dict[str, float]] | None = None) -> None:
     """One figure comparing every method of a run: average accuracy over the tasks seen so far after each
-    stage, class-IL and task-IL side by side (PNG at 150 dpi, and SVG beside it)."""
+    stage, class-IL and task-IL side by side (PNG at 150 dpi, and SVG beside it). ``extra`` adds models
+    measured only at the end (name -> accuracy per protocol), drawn as a star at the last stage."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,6 +234,9 @@ def plot_methods(results: dict[str, Any], path: Any, title: str = "") -> None:
             rows = r["accuracy_matrix"][protocol]
             seen_avg = [sum(row[: i + 1]) / (i + 1) for i, row in enumerate(rows)]
             ax.plot(range(1, len(rows) + 1), seen_avg, marker="o", label=f"{key} ({seen_avg[-1]:.3f})")
+        for key, acc in (extra or {}).items():
+            ax.plot([len(rows)], [acc[protocol]], marker="*", markersize=14, linestyle="none",
+                    label=f"{key} ({acc[protocol]:.3f})")
         ax.set_title("class-IL" if protocol == "class_il" else "task-IL")
         ax.set_xlabel("after stage (tasks seen)")
         ax.set_xticks(range(1, len(rows) + 1))
