@@ -6,7 +6,8 @@ from .base import Registry
 from .card import ExpertCard
 
 
-def _task_text(ids: list[int]) -> str:
+def task_text(ids: list[int]) -> str:
+    """Task ids as a short text: ``0,1,2`` (cut with ``...`` past 24 characters)."""
     text = ",".join(map(str, ids))
     return text if len(text) <= 24 else text[:21] + "..."
 
@@ -19,7 +20,7 @@ def lineage_tree(reg: Registry, card: ExpertCard) -> list[str]:
 
     def label(c: ExpertCard) -> str:
         names = [t for t, i in tags.items() if i == c.id]
-        return (f"{c.name} ({c.id}) {c.method}, tasks {_task_text(c.task_ids)}"
+        return (f"{c.name} ({c.id}) {c.method}, tasks {task_text(c.task_ids)}"
                 + (f" [{', '.join(sorted(names))}]" if names else ""))
 
     lines = [label(card)]

@@ -262,8 +262,9 @@ def _headline(metrics: dict[str, Any]) -> str:
 
 
 def _tasks(ids: list[int]) -> str:
-    text = ",".join(map(str, ids))
-    return text if len(text) <= 24 else text[:21] + "..."
+    from registry.lineage import task_text
+
+    return task_text(ids)
 
 
 @main.command()

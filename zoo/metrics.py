@@ -244,6 +244,14 @@ def plot_methods(results: dict[str, Any], path: Any, title: str = "",
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("average accuracy over the tasks seen")
+    save_figure(fig, path, title)
+
+
+def save_figure(fig: Any, path: Any, title: str = "") -> None:
+    """Title, lay out and save a matplotlib figure as PNG (150 dpi, readable) and as SVG beside it, then
+    close it."""
+    import matplotlib.pyplot as plt
+
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .budget import BudgetSpec
+from .metrics import save_figure
 from .recipe import Recipe
 from .schema import RecipeError
 
@@ -100,12 +101,7 @@ def plot_sweep(summary: dict[str, Any], path: Path, title: str = "") -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("class-IL accuracy (%)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    fig.savefig(path.with_suffix(".svg"))
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def run_sweep(recipe: Recipe, values: Sequence[float], opts: Any) -> dict[str, Any]:

@@ -173,7 +173,11 @@ class SingleModelMethod(Method):
 
     def __init__(self, params: Any, ctx: RunContext):
         super().__init__(params, ctx)
-        self.model = ctx.new_model()
+        self.model = self.initial_model()
+
+    def initial_model(self) -> nn.Module:
+        """The model the method starts from: a fresh one of the recipe's architecture, unless it says otherwise."""
+        return self.ctx.new_model()
 
     def predictor(self) -> Predictor:
         self.model.eval()

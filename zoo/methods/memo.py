@@ -32,11 +32,10 @@ from torch import nn
 
 from ..data import Split
 from ..herding import herding_order
-from ..metrics import Predictor
 from ..models import create_model, features
 from ..schema import RecipeError, bounded, parse, to_data
 from ..train import TrainConfig, fit, prepare_model
-from .base import Method, register_method
+from .base import SingleModelMethod, register_method
 
 
 @dataclass
@@ -104,7 +103,7 @@ class ExemplarMemory:
 
 
 @register_method("memo")
-class Memo(Method):
+class Memo(SingleModelMethod):
     """MEMO: shared generalized blocks and one specialized block per task (module docstring)."""
 
     Params = MemoParams
@@ -112,12 +111,16 @@ class Memo(Method):
     memory_param = "memory_size"
 
     def __init__(self, params: MemoParams, ctx: Any):
-        super().__init__(params, ctx)
+        self.params, self.ctx = params, ctx
         if ctx.training.validates or self._training(0).validates:
             raise RecipeError(f"recipe: {self.name} trains the configured epochs, as the reference does: remove "
                               f"training.patience, restore_best and the plateau schedule for it")
-        self.model = self._build(1)
+        super().__init__(params, ctx)
         self.memory_buffer = ExemplarMemory()
+
+    def initial_model(self) -> nn.Module:
+        """The expandable model with one specialized block."""
+        return self._build(1)
 
     @classmethod
     def budget_models(cls, architecture: str, model_args: dict[str, Any], num_classes: int, tasks: int,
@@ -205,22 +208,15 @@ class Memo(Method):
                 self.memory_buffer.add(c, train.x[idx[order]])
         return {c: len(x) for c, x in self.memory_buffer.per_class.items()}
 
-    def predictor(self) -> Predictor:
-        self.model.eval()
-        return lambda x, task: self.model(x)
-
-    def expert(self) -> nn.Module:
-        return self.model
-
     def memory(self) -> dict[str, Any]:
         return {"exemplars": len(self.memory_buffer), "bytes": self.memory_buffer.nbytes()}
 
     def state(self) -> dict[str, torch.Tensor]:
-        return {**{f"model.{k}": v for k, v in self.model.state_dict().items()}, **self.memory_buffer.tensors()}
+        return {**super().state(), **self.memory_buffer.tensors()}
 
     def load_state(self, tensors: dict[str, torch.Tensor], t: int) -> None:
-        self.model = self._build(t + 1)
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model = self._build(t + 1)  # the checkpoint of stage t holds t + 1 specialized blocks
+        super().load_state(tensors, t)
         self.memory_buffer.load(tensors)
 
 
