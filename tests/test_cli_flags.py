@@ -166,3 +166,24 @@ def test_gc_add_and_tag_report_what_happened(three, tmp_path):
     assert code == 0 and out.strip() == f"already present: a ({a.id})"
     code, out, err = zoo("tag", "--registry", str(root))
     assert code == 0 and out == "" and "no tags" in err
+
+
+def test_the_data_error_names_a_flag_that_exists_and_the_flag_works(tmp_path):
+    empty = tmp_path / "data"
+    empty.mkdir()
+    code, out, err = zoo("run", str(ROOT / "recipes" / "split-cifar100.yaml"), "--data-root", str(empty), "--dry-run")
+    assert code == 0 and f"data_root: {empty}" in out, err
+    code, _, err = zoo("run", str(ROOT / "recipes" / "split-cifar100.yaml"), "--data-root", str(empty),
+                       "--registry", "none", "--out", str(tmp_path / "run"))
+    assert code != 0 and "--data-root DIR" in err and str(empty) in err and err.count("\n") == 1, err
+    code, _, err = zoo("eval", "x", "--recipe", str(ROOT / "recipes" / "split-cifar100.yaml"), "--data-root",
+                       str(empty), "--registry", str(tmp_path / "none"))
+    assert code != 0 and "internal error" not in err
+
+
+def test_list_shows_each_cards_headline_metric(three):
+    root, (a, b, c) = three
+    code, out, _ = zoo("list", "--registry", str(root))
+    header, *rows = out.splitlines()
+    assert header.split()[5] == "METRIC"
+    assert [r.split()[5] for r in rows] == ["accuracy=0.5100", "accuracy=0.5200", "accuracy=0.5300"]

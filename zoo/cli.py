@@ -113,6 +113,22 @@ def registry_option(fn: Callable) -> Callable:
                              "~/.cache/zoo/registry).")(fn)
 
 
+def data_root_option(fn: Callable) -> Callable:
+    """``--data-root DIR``: where a recipe's data sets are looked for first (sets ``stream.data_root``)."""
+    return click.option("--data-root", "data_root", type=click.Path(path_type=Path), default=None,
+                        help="Folder holding the data sets (CIFAR, MNIST, Tiny-ImageNet...): the recipe's "
+                             "stream.data_root (default: $ZOO_DATA_ROOT or ~/.cache/zoo/data).")(fn)
+
+
+def _load_recipe(path: Path, data_root: Path | None = None, sets: tuple[str, ...] = ()) -> Any:
+    from zoo.recipe import load_recipe
+
+    overrides = _overrides(sets)
+    if data_root is not None:
+        overrides["stream.data_root"] = str(data_root)
+    return load_recipe(path, overrides)
+
+
 def filter_options(fn: Callable | None = None, *, method_flag: str = "--method") -> Callable:
     """Filters that select experts: task, architecture, parent, tag, name, method, label, metric. A command
     whose own ``--method`` means something else (``zoo consolidate``) names the filter ``method_flag``."""
@@ -500,6 +516,7 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
 @registry_option
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: the recipe's, else auto).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a recipe value, e.g. training.epochs=2.")
+@data_root_option
 @click.option("--dry-run", is_flag=True, help="Validate the recipe, print it resolved, and stop.")
 @click.option("--no-resume", is_flag=True, help="Refuse to continue a run already in --out.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out (its files only) instead of resuming.")
@@ -511,7 +528,7 @@ def _overrides(items: tuple[str, ...]) -> dict[str, Any]:
               help="Run a budget sweep: the recipe at each memory budget (in the unit of its budget: field; "
                    "without one, exemplars of the reference 'B exemplars + one backbone per task').")
 def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | None, sets: tuple[str, ...],
-        dry_run: bool, no_resume: bool, overwrite: bool, tensorboard: bool, push_mode: str,
+        data_root: Path | None, dry_run: bool, no_resume: bool, overwrite: bool, tensorboard: bool, push_mode: str,
         budgets: str | None) -> None:
     """Run RECIPE (a YAML file): train every method stage by stage, evaluate, push experts, write results.
 
@@ -522,7 +539,7 @@ def run(recipe: Path, out: Path | None, registry_uri: str | None, device: str | 
     """
     from zoo.recipe import dump_recipe, load_recipe
 
-    parsed = load_recipe(recipe, _overrides(sets))
+    parsed = _load_recipe(recipe, data_root, sets)
     values = _budget_values(budgets) if budgets is not None else list(parsed.budget.sweep if parsed.budget else [])
     if values:
         from zoo.sweep import sweep_recipes
@@ -649,10 +666,11 @@ def _distill(reg: Registry, experts: list[str], base_id: str | None, dest: str |
               help="The recipe whose stream (test splits) to evaluate on.")
 @registry_option
 @filter_options
+@data_root_option
 @click.option("--device", help="cpu, cuda, ... (default: auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-task accuracies as JSON.")
 def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None, device: str | None,
-             as_json: bool, **filters: Any) -> None:
+             as_json: bool, data_root: Path | None, **filters: Any) -> None:
     """Evaluate registry experts (REFS and/or those the filters select: one model, or several as a zoo) on a
     recipe's task stream."""
     from zoo.evaluate import evaluate_experts
@@ -661,7 +679,7 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     query = _query(**filters)
     if not refs and query is None:
         raise click.UsageError("name the experts to evaluate (REFS) or select them with filters such as --task")
-    recipe = load_recipe(recipe_path)
+    recipe = _load_recipe(recipe_path, data_root)
     reg = _open(registry_uri)
     cards = reg.select(refs, query)
     if not cards:

@@ -144,7 +144,7 @@ def _locate(name: str, data_root: str | Path | None, download: bool) -> tuple[st
         raise DataNotFoundError(f"{name}: download finished but {folder} lacks the batch files")
     raise DataNotFoundError(
         f"{name}: batch files not found (looked in {', '.join(map(str, looked))}); get the binary or python "
-        f"version from https://www.cs.toronto.edu/~kriz/cifar.html into --data-root, or set download: true")
+        f"version from https://www.cs.toronto.edu/~kriz/cifar.html into a folder and pass it as --data-root DIR (or stream.data_root, or $ZOO_DATA_ROOT), or set download: true")
 
 
 def load_cifar(name: str, data_root: str | Path | None = None, download: bool = False) -> RawDataset:

@@ -137,10 +137,10 @@ def locate(name: str, data_root: str | Path | None, download: bool) -> dict[str,
             return cached or _find_files(DEBIAN_FASHION_MNIST)  # type: ignore[return-value]
     if download:
         return _download(name, Path(data_root).expanduser() if data_root else default_data_root())
-    hint = "apt-get install dataset-fashion-mnist, " if name == "fashion_mnist" else ""
+    hint = "apt-get install dataset-fashion-mnist, or " if name == "fashion_mnist" else ""
     raise DataNotFoundError(
-        f"{name}: IDX files not found (looked in {', '.join(map(str, looked))}); get them with {hint}"
-        f"--data-root pointing at a folder holding {folder}/raw, or download: true")
+        f"{name}: IDX files not found (looked in {', '.join(map(str, looked))}); {hint}pass --data-root DIR "
+        f"(or stream.data_root, or $ZOO_DATA_ROOT) naming a folder that holds {folder}/raw, or set download: true")
 
 
 def load_mnist_like(name: str, data_root: str | Path | None = None, download: bool = False) -> RawDataset:
