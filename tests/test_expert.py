@@ -88,7 +88,8 @@ def test_model_card_has_yaml_header_and_model_index(tmp_path):
     card = ModelCard.load(tmp_path / "e" / "README.md")
     assert card.data.library_name == "zoo"
     assert "zoo" in card.data.tags and "finetune" in card.data.tags
-    assert card.data.base_model == f"zoo:{parent.id}"
+    assert card.data.base_model is None  # a Hub id or absent: a zoo parent is not a Hub model
+    assert f"`{parent.id}` (base)" in card.text  # the lineage is in the body
     results = card.data.eval_results
     assert len(results) == 1 and results[0].metric_name == "accuracy" and results[0].metric_value == 0.5
     assert "# child" in card.text
