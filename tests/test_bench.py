@@ -35,3 +35,44 @@ def test_the_train_loop_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["arch"] == "mlp" and rows[0]["hand_steps_s"] > 0 and rows[0]["zoo_steps_s"] > 0
+
+
+def test_the_threads_benchmark_runs(tmp_path):
+    out = tmp_path / "threads.json"
+    done = _run("bench/threads.py", "--quick", "--json", str(out), timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["setting"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"torch default", "zoo auto"}
+    assert all(r["quiet_s"] > 0 and r["loaded_s"] > 0 for r in rows.values())
+    assert rows["zoo auto"]["threads"]["loaded"] == 1  # the demo's MLP is small work: one thread
+
+
+def test_thread_choice_follows_the_rules(monkeypatch):
+    from zoo import threads
+
+    monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+    monkeypatch.setattr(threads, "busy_cores", lambda window=0.2: 3.2)
+    monkeypatch.delenv("ZOO_THREADS", raising=False)
+    assert threads.choose_threads() == 5  # 8 usable, 3 busy
+    assert threads.choose_threads(model_params=10_000) == 1  # small work
+    assert threads.choose_threads(3) == 3 and threads.choose_threads("torch") is None
+    monkeypatch.setattr(threads, "busy_cores", lambda window=0.2: 20.0)
+    assert threads.choose_threads() == 1  # never below one
+    monkeypatch.setenv("ZOO_THREADS", "2")
+    assert threads.choose_threads() == 2
+    import pytest
+    from registry.errors import ZooError
+
+    for bad in ("0", "many", "-1"):
+        with pytest.raises(ZooError, match="threads"):
+            threads.choose_threads(bad)
+
+
+def test_the_cgroup_quota_caps_the_usable_cores(monkeypatch, tmp_path):
+    from zoo import threads
+
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: 2.5)
+    assert threads.usable_cores() == 3
+    monkeypatch.setattr(threads, "_cgroup_quota", lambda: None)
+    assert threads.usable_cores() == 16

@@ -8,6 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .threads import set_wait_policy
+
+# Before anything imports torch: OpenMP reads its wait policy once, when torch loads it (zoo/threads.py).
+set_wait_policy()
+
 _LAZY = {
     "create_model": "zoo.models",
     "list_models": "zoo.models",

@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -194,9 +195,12 @@ def _bytes_bar(total: int, desc: str, quiet: bool) -> Iterator[Callable[[int], A
 @click.group(cls=ZooGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or chatter; results and errors only.")
 @click.option("--debug", is_flag=True, help="Show a traceback on errors.")
+@click.option("--threads", metavar="N|auto|torch", default=None,
+              help="CPU threads for torch: a number, auto (one per idle usable core; the default, or "
+                   "$ZOO_THREADS) or torch (torch's own default).")
 @click.version_option(package_name="expert-zoo", message="zoo %(version)s")
 @click.pass_context
-def main(ctx: click.Context, quiet: bool, debug: bool) -> None:
+def main(ctx: click.Context, quiet: bool, debug: bool, threads: str | None) -> None:
     """zoo: continual and multi-task learning with expert models.
 
     Experts live in a registry: a local folder (default ~/.cache/zoo/registry, or $ZOO_REGISTRY) or a
@@ -204,6 +208,11 @@ def main(ctx: click.Context, quiet: bool, debug: bool) -> None:
     (such as base:latest) or its name.
     """
     ctx.obj = {"quiet": quiet}
+    if threads is not None:
+        from zoo.threads import choose_threads, ENV
+
+        choose_threads(threads)  # a bad value is one error line, before any work
+        os.environ[ENV] = threads  # read when the work starts (run_recipe sizes it to the model)
     from huggingface_hub.utils import disable_progress_bars, logging as hf_logging
 
     if not debug:

@@ -358,10 +358,9 @@ def _process_job(fn: JobFn, job: dict, shared: dict[str, bytes], index: int) -> 
 
 
 def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use (containers, taskset), not the host's
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+    from .threads import usable_cores
+
+    return usable_cores()  # what this process may use (affinity, cgroup quota), not the host's
 
 
 class ProcessExecutor(_ExecutorBase):

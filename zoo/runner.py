@@ -38,6 +38,7 @@ from .methods import RunContext, get_method
 from .metrics import (PROTOCOLS, class_il_fwt_defined, evaluate_stage, plot_accuracy_matrix, plot_methods,
                       results_from_rows, task_accuracies)
 from .recipe import Recipe, dump_recipe, method_training
+from .threads import configure_threads
 from .train import epoch_records, prepare_model, resolve_device, seed_everything
 
 log = logging.getLogger("zoo")
@@ -56,6 +57,8 @@ class RunOptions:
     overwrite: bool = False
     tensorboard: bool = False
     """Also log every epoch's loss, validation accuracy and learning rate to ``<out>/tensorboard/<method>``."""
+    threads: int | str | None = None
+    """CPU threads for torch (a number, ``auto``, ``torch``); None: ``$ZOO_THREADS``, else auto."""
     push: str = "final"
     """What goes to the registry: ``final`` (each method's final model, plus every expert and base the method
     produces on the way: BMC's experts and bases, Ex-Model's experts, Model Zoo's members), ``stages``
@@ -152,6 +155,7 @@ def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
     is reported as it stands (``results["already_complete"]``)."""
     start = time.perf_counter()
     device = resolve_device(opts.device or recipe.device)
+    configure_threads(opts.threads, _model_parameters(recipe))  # before the first parallel op of the run
     stream = build_stream(recipe.stream).to(device)
     load_s = time.perf_counter() - start
     # A budget is checked against every method's model cost before anything is written.
@@ -175,6 +179,15 @@ def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
         finally:
             log.removeHandler(handler)
             handler.close()
+
+
+def _model_parameters(recipe: Recipe) -> int:
+    """Parameters of the recipe's (largest) architecture, which sizes the CPU thread count."""
+    from zoo.budget import parameter_count
+    from zoo.models import create_model
+
+    specs = [recipe.model, *recipe.model_changes.values()]
+    return max(parameter_count(create_model(s.architecture, 10, **s.args)) for s in specs)
 
 
 def budgeted(recipe: Recipe, budget: dict[str, Any] | None) -> list[Any]:
@@ -458,8 +471,10 @@ def _plain(obj: Any) -> Any:
 
 
 def _machine() -> dict[str, Any]:
+    from .threads import usable_cores
+
     info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-            "cpus": os.cpu_count()}
+            "cpus": os.cpu_count(), "usable_cores": usable_cores(), "torch_threads": torch.get_num_threads()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
