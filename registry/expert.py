@@ -45,6 +45,67 @@ def sha256_file(path: Path) -> FileRecord:
     return FileRecord(h.hexdigest(), size)
 
 
+_READ_CHUNK = 8 * 1024 * 1024
+
+
+def read_verified_buffer(path: Path, record: FileRecord) -> bytearray:
+    """Read a whole file into one buffer while hashing it, and check it against its recorded sha256 and size.
+
+    The reads and the sha256 overlap: this thread reads chunk k into the buffer while a second thread hashes
+    chunk k-1 (both release the GIL), so the cost is about the slower of the two rather than their sum. The
+    bytes hashed are the bytes returned (the file is never read twice), so a file changed meanwhile cannot
+    pass. Raises CorruptExpertError."""
+    import queue
+    import threading
+
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CorruptExpertError(f"{path.parent.name}/{path.name}: file is missing") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size != record.size:
+            raise CorruptExpertError(f"{path.name}: size {size} bytes, zoo.json records {record.size} "
+                                     f"(truncated or modified)")
+        buf = bytearray(size)
+        view = memoryview(buf)
+        h = hashlib.sha256()
+        if size <= 2 * _READ_CHUNK:  # small: not worth a thread
+            got = f.readinto(view) if size else 0
+            while got < size:
+                n = f.readinto(view[got:])
+                if not n:
+                    break
+                got += n
+            h.update(view[:got])
+        else:
+            chunks: queue.Queue = queue.Queue(maxsize=4)
+            hasher = threading.Thread(target=_hash_chunks, args=(h, chunks), daemon=True)
+            hasher.start()
+            got = 0
+            try:
+                while got < size:
+                    n = f.readinto(view[got:got + _READ_CHUNK])
+                    if not n:
+                        break
+                    chunks.put(view[got:got + n])
+                    got += n
+            finally:
+                chunks.put(None)
+                hasher.join()
+        extra = f.read(1)
+    if got != size or extra:
+        raise CorruptExpertError(f"{path.name}: the file changed while it was read (truncated or modified)")
+    if h.hexdigest() != record.sha256:
+        raise CorruptExpertError(f"{path.name}: sha256 mismatch (the file was modified or corrupted)")
+    return buf
+
+
+def _hash_chunks(h: Any, chunks: Any) -> None:
+    while (chunk := chunks.get()) is not None:
+        h.update(chunk)
+
+
 def read_verified(path: Path, record: FileRecord) -> bytes:
     """Read a whole file and check it against its recorded sha256 and size; raise CorruptExpertError."""
     try:
@@ -305,16 +366,17 @@ class Expert:
             check_content(self)
 
     def _load_tensors(self, fnames: list[str]) -> dict[str, "torch.Tensor"]:
-        from safetensors.torch import load as st_load
+        from .tensorfile import tensors_from_buffer
 
         out: dict[str, Any] = {}
         for fname in fnames:
-            data = self.read(fname)
-            read_header(self.path / fname, data)  # a clear error for a corrupt header, before safetensors
-            try:
-                out.update(st_load(data))
-            except Exception as e:  # safetensors' own error type varies across versions
-                raise CorruptExpertError(f"{self.id}/{fname}: unreadable safetensors ({e})") from None
+            record = self.card.files.get(fname)
+            if record is None:
+                raise CorruptExpertError(f"{self.id}: zoo.json lists no file {fname}")
+            path = self.path / fname
+            buf = read_verified_buffer(path, record)
+            # Tensors are views of the one verified buffer: no second copy of the weights.
+            out.update(tensors_from_buffer(buf, read_header(path, buf), fname))
         return out
 
 

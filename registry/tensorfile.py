@@ -163,3 +163,36 @@ def file_tensors(paths: Iterable[Path]) -> Iterator[tuple[str, str, tuple[int, .
     finally:
         for f in handles.values():
             f.close()
+
+
+# torch dtypes of the safetensors dtypes (looked up when torch is first needed: this module stays torch-free)
+_TORCH_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8_e5m2", "F8_E4M3": "float8_e4m3fn",
+                 "I16": "int16", "U16": "uint16", "F16": "float16", "BF16": "bfloat16", "I32": "int32",
+                 "U32": "uint32", "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64"}
+
+
+def tensors_from_buffer(buf: bytearray, header: Header, name: str = "") -> dict[str, Any]:
+    """The tensors of a whole safetensors file held in ``buf`` (already verified), as views of ``buf``
+    without copying (``torch.frombuffer``; the tensors keep ``buf`` alive). A tensor whose offset is not a
+    multiple of its element size is copied out instead, so every tensor is aligned."""
+    import sys
+
+    import torch
+
+    if sys.byteorder != "little":  # safetensors is little-endian; views would read it wrongly
+        from safetensors.torch import load
+
+        return load(bytes(buf))
+    out: dict[str, Any] = {}
+    for key, info in header.tensors.items():
+        dtype = getattr(torch, _TORCH_DTYPES[info.dtype], None)
+        if dtype is None:
+            raise CorruptExpertError(f"{name}: tensor {key!r} has dtype {info.dtype}, which this torch lacks")
+        count = (info.end - info.begin) // DTYPE_SIZES[info.dtype]
+        if count == 0:
+            out[key] = torch.empty(info.shape, dtype=dtype)
+        elif info.begin % DTYPE_SIZES[info.dtype]:
+            out[key] = torch.frombuffer(bytearray(buf[info.begin:info.end]), dtype=dtype).reshape(info.shape)
+        else:
+            out[key] = torch.frombuffer(buf, dtype=dtype, count=count, offset=info.begin).reshape(info.shape)
+    return out

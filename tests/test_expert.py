@@ -205,3 +205,44 @@ def test_copy_of_expert_folder_is_still_valid(tmp_path):
     shutil.copytree(tmp_path / "e", tmp_path / "copy")
     Expert.load(tmp_path / "copy").verify(deep=True)
     assert Expert.load(tmp_path / "copy").id == e.id
+
+
+def test_the_verified_read_path_hashes_every_byte_and_builds_tensors_without_copies(tmp_path):
+    """Big files take the overlapped reader/hasher path; a changed byte, a truncation or trailing bytes
+    fail; tensors are views of the one verified buffer, and a misaligned tensor is copied out aligned."""
+    import json as _json
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    from registry.errors import CorruptExpertError
+    from registry.expert import read_verified_buffer, sha256_file
+    from registry.tensorfile import read_header, tensors_from_buffer
+
+    big = tmp_path / "big.safetensors"
+    tensors = {"a": torch.randn(3000, 1000), "b": torch.arange(10, dtype=torch.int64), "c": torch.randn(7, 3).half()}
+    save_file(tensors, big)  # ~12 MB: more than two read chunks, so the hashing thread runs
+    record = sha256_file(big)
+    buf = read_verified_buffer(big, record)
+    out = tensors_from_buffer(buf, read_header(big, buf), big.name)
+    assert all(torch.equal(out[k], v) for k, v in tensors.items())
+    assert out["a"].untyped_storage().data_ptr() >= torch.frombuffer(buf, dtype=torch.uint8).data_ptr()
+    data = bytearray(big.read_bytes())
+    for name, change in (("flip", lambda d: d.__setitem__(len(d) // 2, d[len(d) // 2] ^ 1)),
+                         ("cut", lambda d: d.__delitem__(slice(-5, None))), ("grow", lambda d: d.extend(b"x"))):
+        bad = tmp_path / f"{name}.safetensors"
+        copy = bytearray(data)
+        change(copy)
+        bad.write_bytes(bytes(copy))
+        with pytest.raises(CorruptExpertError, match="sha256|size"):
+            read_verified_buffer(bad, record)
+    # a hand-made file whose float32 tensor starts at an odd offset: copied out, aligned, same values
+    u8, f32 = bytes([1, 2, 3]), struct.pack("<2f", 1.5, -2.0)
+    head = _json.dumps({"u": {"dtype": "U8", "shape": [3], "data_offsets": [0, 3]},
+                        "f": {"dtype": "F32", "shape": [2], "data_offsets": [3, 11]}}).encode()
+    odd = tmp_path / "odd.safetensors"
+    odd.write_bytes(struct.pack("<Q", len(head)) + head + u8 + f32)
+    buf = read_verified_buffer(odd, sha256_file(odd))
+    got = tensors_from_buffer(buf, read_header(odd, buf))
+    assert got["u"].tolist() == [1, 2, 3] and got["f"].tolist() == [1.5, -2.0]
