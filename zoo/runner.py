@@ -453,6 +453,9 @@ def stage_line(info: dict[str, Any], card: Any) -> str:
         parts.append(f"{info['blocks']} specialized block(s)")
     if "memory" in info:
         parts.append(f"memory {info['memory']}")
+    val = info.get("val_accuracy")
+    if isinstance(val, float) and val == val:  # the validation accuracy the method's training targets
+        parts.append(f"val acc {val:.4f}")
     if card is not None and "batch" not in info:
         parts.append(f"pushed {card.id}")
     return "; ".join(parts)
