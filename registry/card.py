@@ -134,10 +134,48 @@ def loads_strict(text: str | bytes, source: str) -> Any:
         raise CardError(f"{source}: not valid JSON ({e})") from None
 
 
+def _text_ok(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_ok(value: Any, depth: int) -> bool:
+    """Whether :func:`check_json_value` would accept ``value``: the same rules without building any field
+    path, so that the common, valid case costs a walk and nothing else."""
+    if depth > MAX_DEPTH:
+        return False
+    kind = type(value)
+    if kind is str:
+        return _text_ok(value)
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX
+    if kind is float:
+        return math.isfinite(value)
+    if value is None or kind is bool:
+        return True
+    if kind is list:
+        return all(_json_ok(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and _text_ok(k) and _json_ok(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def check_json_value(value: Any, where: str, source: str, depth: int = 0) -> None:
     """Refuse what JSON or the index cannot hold faithfully: non-finite floats, integers beyond 64 bits,
     strings that are not valid Unicode (lone surrogates), keys that are not strings, nesting deeper than
     :data:`MAX_DEPTH`."""
+    if _json_ok(value, depth):
+        return
+    _check_json_value(value, where, source, depth)
+
+
+def _check_json_value(value: Any, where: str, source: str, depth: int = 0) -> None:
+    # The slow walk, run only on a value the fast one refused: it names the field.
     if depth > MAX_DEPTH:
         raise CardError(f"{source}: field '{where}' is nested more than {MAX_DEPTH} levels deep")
     if isinstance(value, bool) or value is None:
@@ -155,13 +193,13 @@ def check_json_value(value: Any, where: str, source: str, depth: int = 0) -> Non
             raise CardError(f"{source}: field '{where}' holds a string that is not valid Unicode") from None
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            check_json_value(v, f"{where}[{i}]", source, depth + 1)
+            _check_json_value(v, f"{where}[{i}]", source, depth + 1)
     elif isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise CardError(f"{source}: field '{where}' has a key that is not a string")
-            check_json_value(k, f"{where}", source, depth + 1)
-            check_json_value(v, f"{where}.{k}", source, depth + 1)
+            _check_json_value(k, f"{where}", source, depth + 1)
+            _check_json_value(v, f"{where}.{k}", source, depth + 1)
     else:
         raise CardError(f"{source}: field '{where}' holds a {type(value).__name__}, which JSON cannot store")
 
