@@ -48,13 +48,15 @@ def sha256_file(path: Path) -> FileRecord:
 _READ_CHUNK = 8 * 1024 * 1024
 
 
-def read_verified_buffer(path: Path, record: FileRecord) -> bytearray:
+def read_verified_buffer(path: Path, record: FileRecord, buffer: Any = None) -> Any:
     """Read a whole file into one buffer while hashing it, and check it against its recorded sha256 and size.
 
     The reads and the sha256 overlap: this thread reads chunk k into the buffer while a second thread hashes
     chunk k-1 (both release the GIL), so the cost is about the slower of the two rather than their sum. The
     bytes hashed are the bytes returned (the file is never read twice), so a file changed meanwhile cannot
-    pass. Raises CorruptExpertError."""
+    pass. ``buffer`` (a writable buffer of ``record.size`` bytes, e.g. an uninitialised uint8 tensor's
+    numpy view) avoids the cost of zero-filling a new ``bytearray``, which is about that of the read itself.
+    Returns the buffer; raises CorruptExpertError."""
     import queue
     import threading
 
@@ -67,27 +69,22 @@ def read_verified_buffer(path: Path, record: FileRecord) -> bytearray:
         if size != record.size:
             raise CorruptExpertError(f"{path.name}: size {size} bytes, zoo.json records {record.size} "
                                      f"(truncated or modified)")
-        buf = bytearray(size)
-        view = memoryview(buf)
+        buf = bytearray(size) if buffer is None else buffer
+        view = memoryview(buf).cast("B")
+        if len(view) != size:
+            raise ValueError(f"read_verified_buffer: the buffer holds {len(view)} bytes, the file {size}")
         h = hashlib.sha256()
+        got = 0
         if size <= 2 * _READ_CHUNK:  # small: not worth a thread
-            got = f.readinto(view) if size else 0
-            while got < size:
-                n = f.readinto(view[got:])
-                if not n:
-                    break
+            while got < size and (n := f.readinto(view[got:])):
                 got += n
             h.update(view[:got])
         else:
             chunks: queue.Queue = queue.Queue(maxsize=4)
             hasher = threading.Thread(target=_hash_chunks, args=(h, chunks), daemon=True)
             hasher.start()
-            got = 0
             try:
-                while got < size:
-                    n = f.readinto(view[got:got + _READ_CHUNK])
-                    if not n:
-                        break
+                while got < size and (n := f.readinto(view[got:got + _READ_CHUNK])):
                     chunks.put(view[got:got + n])
                     got += n
             finally:
@@ -374,9 +371,12 @@ class Expert:
             if record is None:
                 raise CorruptExpertError(f"{self.id}: zoo.json lists no file {fname}")
             path = self.path / fname
-            buf = read_verified_buffer(path, record)
-            # Tensors are views of the one verified buffer: no second copy of the weights.
-            out.update(tensors_from_buffer(buf, read_header(path, buf), fname))
+            import torch
+
+            # One uninitialised uint8 tensor receives the file; the weights are views of it (no second copy).
+            raw = torch.empty(record.size, dtype=torch.uint8)
+            read_verified_buffer(path, record, raw.numpy())
+            out.update(tensors_from_buffer(raw, read_header(path, memoryview(raw.numpy())), fname))
         return out
 
 

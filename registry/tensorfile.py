@@ -63,7 +63,7 @@ def read_header(path: str | Path, data: bytes | None = None) -> Header:
         if len(data) < 8:
             raise CorruptExpertError(f"{name}: not a safetensors file (truncated header)")
         (n,) = struct.unpack("<Q", data[:8])
-        raw, size = data[8:8 + n], len(data)
+        raw, size = bytes(data[8:8 + n]), len(data)
     if len(raw) < n or n > _MAX_HEADER:
         raise CorruptExpertError(f"{name}: truncated safetensors header")
     try:
@@ -171,28 +171,29 @@ _TORCH_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "F8_E5M2": "float8
                  "U32": "uint32", "F32": "float32", "I64": "int64", "U64": "uint64", "F64": "float64"}
 
 
-def tensors_from_buffer(buf: bytearray, header: Header, name: str = "") -> dict[str, Any]:
-    """The tensors of a whole safetensors file held in ``buf`` (already verified), as views of ``buf``
-    without copying (``torch.frombuffer``; the tensors keep ``buf`` alive). A tensor whose offset is not a
-    multiple of its element size is copied out instead, so every tensor is aligned."""
+def tensors_from_buffer(buf: Any, header: Header, name: str = "") -> dict[str, Any]:
+    """The tensors of a whole safetensors file held in ``buf`` (already verified: a uint8 tensor, or any
+    bytes-like object), as views of it without copying (the tensors keep it alive). A tensor whose offset is
+    not a multiple of its element size is copied out instead, so every tensor is aligned."""
     import sys
 
     import torch
 
+    raw = buf if isinstance(buf, torch.Tensor) else torch.frombuffer(buf, dtype=torch.uint8)
     if sys.byteorder != "little":  # safetensors is little-endian; views would read it wrongly
         from safetensors.torch import load
 
-        return load(bytes(buf))
+        return load(raw.numpy().tobytes())
     out: dict[str, Any] = {}
     for key, info in header.tensors.items():
         dtype = getattr(torch, _TORCH_DTYPES[info.dtype], None)
         if dtype is None:
             raise CorruptExpertError(f"{name}: tensor {key!r} has dtype {info.dtype}, which this torch lacks")
-        count = (info.end - info.begin) // DTYPE_SIZES[info.dtype]
-        if count == 0:
+        if info.end == info.begin:
             out[key] = torch.empty(info.shape, dtype=dtype)
-        elif info.begin % DTYPE_SIZES[info.dtype]:
-            out[key] = torch.frombuffer(bytearray(buf[info.begin:info.end]), dtype=dtype).reshape(info.shape)
-        else:
-            out[key] = torch.frombuffer(buf, dtype=dtype, count=count, offset=info.begin).reshape(info.shape)
+            continue
+        piece = raw[info.begin:info.end]
+        if info.begin % DTYPE_SIZES[info.dtype]:
+            piece = piece.clone()  # a misaligned start: copy it out to an aligned buffer
+        out[key] = piece.view(dtype).reshape(info.shape)
     return out
