@@ -30,6 +30,13 @@ class MetricFilter:
     op: str
     value: float
 
+    def __post_init__(self) -> None:
+        # The operator goes into SQL text (registry/local.py): only the five comparisons exist.
+        if self.op not in (">=", "<=", ">", "<", "=="):
+            raise ZooError(f"invalid metric filter operator {self.op!r}: use >=, <=, >, < or ==")
+        if isinstance(self.value, bool) or not isinstance(self.value, (int, float)):
+            raise ZooError(f"invalid metric filter value {self.value!r}: a number")
+
     @classmethod
     def parse(cls, text: str) -> "MetricFilter":
         """Parse ``KEY OP VALUE`` with OP one of ``>= <= > < ==``."""

@@ -371,6 +371,13 @@ class Expert:
             if record is None:
                 raise CorruptExpertError(f"{self.id}: zoo.json lists no file {fname}")
             path = self.path / fname
+            try:  # the size is checked before anything is allocated from it
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise CorruptExpertError(f"{self.id}/{fname}: file is missing") from None
+            if size != record.size:
+                raise CorruptExpertError(f"{fname}: size {size} bytes, zoo.json records {record.size} "
+                                         f"(truncated or modified)")
             import torch
 
             # One uninitialised uint8 tensor receives the file; the weights are views of it (no second copy).

@@ -187,3 +187,54 @@ def test_list_shows_each_cards_headline_metric(three):
     header, *rows = out.splitlines()
     assert header.split()[5] == "METRIC"
     assert [r.split()[5] for r in rows] == ["accuracy=0.5100", "accuracy=0.5200", "accuracy=0.5300"]
+
+
+def test_overwrite_never_deletes_what_zoo_did_not_write(tmp_path):
+    out = tmp_path / "project"
+    (out / "checkpoints" / "resnet").mkdir(parents=True)
+    (out / "resnet").mkdir()
+    (out / "recipe.yaml").write_text("mine")
+    code, _, err = zoo("run", str(_small(tmp_path)), "--out", str(out), "--registry", "none", "--overwrite", "-q")
+    assert code != 0 and "holds no zoo run" in err and err.count("\n") == 1
+    assert (out / "checkpoints" / "resnet").is_dir() and (out / "resnet").is_dir()
+    assert (out / "recipe.yaml").read_text() == "mine"
+
+
+def test_a_torn_history_line_does_not_block_a_resume(tmp_path, monkeypatch):
+    from zoo.methods import baselines
+    from zoo.recipe import load_recipe
+    from zoo.runner import RunOptions, run_recipe
+
+    recipe = load_recipe(_small(tmp_path), {"methods": ["finetune"]})
+    original = baselines.Finetune.train_stage
+
+    def crash(self, t):
+        if t == 2:
+            raise KeyboardInterrupt("simulated interruption")
+        return original(self, t)
+
+    opts = RunOptions(out=tmp_path / "run", registry="none", progress=False)
+    monkeypatch.setattr(baselines.Finetune, "train_stage", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe, opts)
+    history = tmp_path / "run" / "finetune" / "history.jsonl"
+    with open(history, "a") as fh:  # a write cut short by the kill
+        fh.write('{"method": "finetune", "sta')
+    monkeypatch.setattr(baselines.Finetune, "train_stage", original)
+    run_recipe(recipe, opts)
+    assert [json.loads(line)["stage"] for line in history.read_text().splitlines()] == [0, 1, 2, 3, 4]
+
+
+def test_a_resume_with_another_push_mode_is_refused(tmp_path):
+    recipe, out = _small(tmp_path), tmp_path / "run"
+    assert zoo("run", str(recipe), "--out", str(out), "--registry", "none", "-q")[0] == 0
+    code, _, err = zoo("run", str(recipe), "--out", str(out), "--registry", "none", "--push", "stages", "-q")
+    assert code != 0 and "--push final" in err and err.count("\n") == 1
+
+
+def test_metric_filters_refuse_an_operator_that_is_not_a_comparison():
+    from registry.errors import ZooError
+
+    for op in ("> 0 OR 1=1 OR 0", "!=", ""):
+        with pytest.raises(ZooError, match="operator"):
+            MetricFilter("accuracy", op, 0.5)

@@ -292,3 +292,14 @@ def test_the_memo_recipes_validate():
     for name in ("memo-split-fashion-mnist.yaml", "memo-cifar100.yaml"):
         code, out, err = zoo("run", str(ROOT / "recipes" / name), "--dry-run")
         assert code == 0 and "memo" in out and "budget" in out, err
+
+
+def test_sweep_points_obey_the_budget_rules_and_keep_exact_labels():
+    from zoo.schema import RecipeError
+    from zoo.sweep import budget_label, sweep_recipes
+
+    recipe = _recipe()  # memo sets memory_size: 60 itself, so a budget sweep must refuse it
+    with pytest.raises(RecipeError, match="memory_size"):
+        sweep_recipes(recipe, [10, 20])
+    assert budget_label(12345678) != budget_label(12345679) and budget_label(2.5) == "2.5"
+    assert budget_label(2000.0) == "2000"

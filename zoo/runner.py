@@ -115,19 +115,36 @@ def _previous_run(out: Path) -> bool:
     return (out / "recipe.yaml").exists() and (out / "checkpoints").exists()
 
 
+def _is_zoo_run(out: Path) -> bool:
+    """Whether ``out`` holds a zoo run: its ``run.json``, or (runs from before it) a ``recipe.yaml`` with a
+    checkpoint folder that has a ``progress.json``."""
+    if (out / RUN_FILE).is_file():
+        return True
+    ckpts = out / "checkpoints"
+    return (out / "recipe.yaml").is_file() and ckpts.is_dir() and any(
+        (p / "progress.json").is_file() for p in ckpts.iterdir() if p.is_dir())
+
+
 def _clear_run(out: Path) -> None:
-    """Remove what an earlier run wrote into ``out`` (and nothing else): its files, checkpoints and the
-    per-method folders its checkpoints name."""
+    """Remove what an earlier zoo run wrote into ``out`` (and nothing else): its files, the checkpoint
+    folders that hold a ``progress.json``, and the per-method folders and TensorBoard logs named like them.
+    A folder that holds no zoo run is refused, so ``--overwrite`` never deletes a user's files."""
     import shutil
 
-    keys = [p.name for p in (out / "checkpoints").iterdir() if p.is_dir()] if (out / "checkpoints").is_dir() else []
+    if not _is_zoo_run(out):
+        if any(out.iterdir()):
+            raise ZooError(f"{out} holds no zoo run to overwrite (no {RUN_FILE}); choose an empty or new --out")
+        return
+    ckpts = out / "checkpoints"
+    keys = [p.name for p in ckpts.iterdir() if p.is_dir() and (p / "progress.json").is_file()] if ckpts.is_dir() else []
     for key in keys:
-        target = out / key
-        if target.is_dir() and not target.is_symlink() and target.resolve().parent == out.resolve():
-            shutil.rmtree(target)
-    if (out / "checkpoints").is_dir():
-        shutil.rmtree(out / "checkpoints")
-    for name in ("recipe.yaml", "results.json", "run.log", RUN_FILE):
+        for target in (out / key, out / "tensorboard" / key, ckpts / key):
+            if target.is_dir() and not target.is_symlink() and target.resolve().is_relative_to(out.resolve()):
+                shutil.rmtree(target)
+    for folder in (ckpts, out / "tensorboard"):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    for name in ("recipe.yaml", "results.json", "run.log", RUN_FILE, "methods.png", "methods.svg"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -141,10 +158,14 @@ def _check_resume(out: Path, recipe_text: str, registry_uri: str, opts: RunOptio
     if (out / "recipe.yaml").read_text() != recipe_text:
         raise ZooError(f"{out} holds a run of a different recipe; --overwrite replaces it, or choose another --out")
     run_file = out / RUN_FILE
-    before = json.loads(run_file.read_text()).get("registry") if run_file.exists() else None
-    if before is not None and before != registry_uri:
-        raise ZooError(f"{out} was run with registry {before}, not {registry_uri}: resuming would leave its "
-                       f"experts split between the two; use --registry {before}, --overwrite, or another --out")
+    before = json.loads(run_file.read_text()) if run_file.exists() else {}
+    if before.get("registry") is not None and before["registry"] != registry_uri:
+        raise ZooError(f"{out} was run with registry {before['registry']}, not {registry_uri}: resuming would "
+                       f"leave its experts split between the two; use --registry {before['registry']}, --overwrite, "
+                       f"or another --out")
+    if before.get("push") is not None and before["push"] != opts.push:
+        raise ZooError(f"{out} was run with --push {before['push']}, not {opts.push}: use --push {before['push']}, "
+                       f"--overwrite, or another --out")
     return (out / "results.json").exists()
 
 
@@ -172,7 +193,7 @@ def run_recipe(recipe: Recipe, opts: RunOptions) -> dict[str, Any]:
             results["already_complete"] = True
             return results
         (out / "recipe.yaml").write_text(recipe_text)
-        _write_json(out / RUN_FILE, {"registry": registry_uri})
+        _write_json(out / RUN_FILE, {"registry": registry_uri, "push": opts.push})
         handler = _setup_logging(out)
         try:
             return _run(recipe, opts, out, stream, device, budget, start, load_s, registry_uri)
@@ -416,7 +437,7 @@ def _history_sink(out: Path, key: str, t: int, writer: Any = None) -> Any:
     folder.mkdir(exist_ok=True)
     path = folder / "history.jsonl"
     if path.exists():  # a stage trained again after an interruption replaces its old lines
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("stage", -1) < t]
+        kept = [line for line in path.read_text().splitlines() if _stage_of(line) < t]  # a torn line goes too
         path.write_text("".join(line + "\n" for line in kept))
     step = [sum(1 for line in path.read_text().splitlines() if line)] if path.exists() else [0]
 
@@ -434,6 +455,15 @@ def _history_sink(out: Path, key: str, t: int, writer: Any = None) -> Any:
             writer.add_scalar("stage", t, step[0])
         step[0] += 1
     return sink
+
+
+def _stage_of(line: str) -> float:
+    """The stage of a history line; infinity for a line that does not parse (a write cut short)."""
+    try:
+        stage = json.loads(line).get("stage")
+    except (ValueError, AttributeError):
+        return float("inf")
+    return stage if isinstance(stage, int) else float("inf")
 
 
 def stage_line(info: dict[str, Any], card: Any) -> str:

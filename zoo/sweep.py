@@ -27,8 +27,8 @@ from .schema import RecipeError
 
 
 def budget_label(value: float) -> str:
-    """A budget value as a folder and name suffix: ``2000``, ``2.5``."""
-    return f"{value:g}"
+    """A budget value as a folder and name suffix, exact: ``2000``, ``2.5``, ``12345679``."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def sweep_recipes(recipe: Recipe, values: Sequence[float]) -> list[tuple[float, Recipe]]:
@@ -37,11 +37,14 @@ def sweep_recipes(recipe: Recipe, values: Sequence[float]) -> list[tuple[float, 
     if not values:
         raise RecipeError("recipe: a budget sweep needs at least one budget")
     base = recipe.budget or BudgetSpec(exemplars=0)
+    from .recipe import _check_budget
+
     out = []
     for v in values:
         spec = base.with_value(v)
-        out.append((spec.value, dataclasses.replace(recipe, name=f"{recipe.name}-b{budget_label(spec.value)}",
-                                                    budget=spec)))
+        sub = dataclasses.replace(recipe, name=f"{recipe.name}-b{budget_label(spec.value)}", budget=spec)
+        _check_budget(sub)  # the rules a recipe's own budget obeys (no explicit memory sizes, one architecture)
+        out.append((spec.value, sub))
     labels = [budget_label(v) for v, _ in out]
     if len(set(labels)) != len(labels):
         raise RecipeError("recipe: the sweep lists the same budget twice")

@@ -13,8 +13,9 @@ slower that way). zoo therefore
 * asks OpenMP to sleep rather than spin while waiting (``OMP_WAIT_POLICY=PASSIVE``), set by ``import zoo``
   before torch is imported (OpenMP reads it once, when torch loads it).
 
-``ZOO_THREADS=N`` (or ``zoo --threads N``) forces N threads; ``ZOO_THREADS=torch`` leaves torch's defaults
-alone (and the wait policy too). Executors divide the cores among their workers (``zoo.parallel``).
+``ZOO_THREADS=N`` (or ``zoo --threads N``) forces N threads; ``ZOO_THREADS=torch`` in the environment
+leaves torch's defaults alone, the wait policy too (``zoo --threads torch`` keeps torch's thread count, but
+comes after ``import zoo`` has set the wait policy). Executors divide the cores among their workers (``zoo.parallel``).
 """
 
 from __future__ import annotations
@@ -66,28 +67,40 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
-def _cpu_times() -> tuple[int, int] | None:
-    """(busy, total) jiffies of all CPUs from /proc/stat, or None where there is none."""
+def _cpu_times(cpus: set[int]) -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over the CPUs ``cpus`` from /proc/stat's per-CPU lines, or None."""
+    busy = total = 0
     try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *values = line.split()
+            if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+                continue
+            fields = [int(v) for v in values[:8]]
+            idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+            busy += sum(fields) - idle
+            total += sum(fields)
     except (OSError, ValueError, IndexError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]) - idle, sum(fields[:8])
+    return (busy, total) if total else None
 
 
 def busy_cores(window: float = 0.2) -> float:
-    """Cores other jobs keep busy now: the busy share of all CPUs over ``window`` seconds while this process
-    sleeps, times the number of CPUs (the load average lags a minute behind a job that just started); the
-    1-minute load average where /proc/stat is missing."""
+    """Cores other jobs keep busy now, among the CPUs this process may use: their busy share over
+    ``window`` seconds while this process sleeps, times their number (the load average lags a minute behind
+    a job that just started, and counts the whole host); the 1-minute load average where /proc/stat is
+    missing."""
     import time
 
-    before = _cpu_times()
+    try:
+        cpus = set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = set(range(os.cpu_count() or 1))
+    before = _cpu_times(cpus)
     if before is not None:
         time.sleep(window)
-        after = _cpu_times()
+        after = _cpu_times(cpus)
         if after is not None and after[1] > before[1]:
-            return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+            return (after[0] - before[0]) / (after[1] - before[1]) * len(cpus)
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
     except (OSError, ValueError, IndexError):
