@@ -202,12 +202,12 @@ class Registry(ABC):
             self.tag(tag, expert_id)
         return added
 
-    def copy_to(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None,
-                message: str | None = None, git_tag: str | None = None) -> "Transfer":
-        """Copy the selected experts (all by default) that ``into`` lacks, with every tag of this registry
-        that points at a selected expert: the one rule of ``zoo push``, ``zoo pull`` and :meth:`pull`. A tag
-        that already exists in ``into`` is moved, and the returned :class:`Transfer` says so."""
-        cards = self.select(refs, query)
+    def copy_to(self, into: "Registry", cards: Sequence[ExpertCard], message: str | None = None,
+                git_tag: str | None = None) -> "Transfer":
+        """Copy the experts of ``cards`` (as :meth:`select` gives them) that ``into`` lacks, with every tag of
+        this registry that points at one of them: the one rule of ``zoo push``, ``zoo pull`` and :meth:`pull`.
+        A tag that already exists in ``into`` is moved, and the returned :class:`Transfer` says so."""
+        cards = list(cards)
         ids = {c.id for c in cards}
         tags = {t: i for t, i in self.tags().items() if i in ids}
         try:
@@ -221,7 +221,7 @@ class Registry(ABC):
 
     def pull(self, into: "Registry", refs: Iterable[str] = (), query: Query | None = None) -> list[ExpertCard]:
         """Copy the selected experts into ``into`` (see :meth:`copy_to`); returns the selected cards."""
-        return self.copy_to(into, refs, query).selected
+        return self.copy_to(into, self.select(refs, query)).selected
 
     def metric_keys(self) -> set[str]:
         """Every metric name some expert's card records."""

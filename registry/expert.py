@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from .card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json, render_model_card
 from .errors import ArchitectureMismatchError, CardError, CorruptExpertError
@@ -48,15 +48,16 @@ def sha256_file(path: Path) -> FileRecord:
 _READ_CHUNK = 8 * 1024 * 1024
 
 
-def read_verified_buffer(path: Path, record: FileRecord, buffer: Any = None) -> Any:
+def read_verified_buffer(path: Path, record: FileRecord, allocate: Callable[[int], Any] = bytearray) -> Any:
     """Read a whole file into one buffer while hashing it, and check it against its recorded sha256 and size.
 
     The reads and the sha256 overlap: this thread reads chunk k into the buffer while a second thread hashes
     chunk k-1 (both release the GIL), so the cost is about the slower of the two rather than their sum. The
     bytes hashed are the bytes returned (the file is never read twice), so a file changed meanwhile cannot
-    pass. ``buffer`` (a writable buffer of ``record.size`` bytes, e.g. an uninitialised uint8 tensor's
-    numpy view) avoids the cost of zero-filling a new ``bytearray``, which is about that of the read itself.
-    Returns the buffer; raises CorruptExpertError."""
+    pass. ``allocate(size)`` makes the buffer once the size is checked against the card (so a card cannot
+    make zoo allocate what the file is not): an uninitialised uint8 tensor's numpy view avoids the cost of
+    zero-filling a new ``bytearray``, which is about that of the read itself. Returns the buffer; raises
+    CorruptExpertError."""
     import queue
     import threading
 
@@ -69,7 +70,7 @@ def read_verified_buffer(path: Path, record: FileRecord, buffer: Any = None) -> 
         if size != record.size:
             raise CorruptExpertError(f"{path.name}: size {size} bytes, zoo.json records {record.size} "
                                      f"(truncated or modified)")
-        buf = bytearray(size) if buffer is None else buffer
+        buf = allocate(size)
         view = memoryview(buf).cast("B")
         if len(view) != size:
             raise ValueError(f"read_verified_buffer: the buffer holds {len(view)} bytes, the file {size}")
@@ -105,16 +106,7 @@ def _hash_chunks(h: Any, chunks: Any) -> None:
 
 def read_verified(path: Path, record: FileRecord) -> bytes:
     """Read a whole file and check it against its recorded sha256 and size; raise CorruptExpertError."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CorruptExpertError(f"{path.parent.name}/{path.name}: file is missing") from None
-    if len(data) != record.size:
-        raise CorruptExpertError(f"{path.name}: size {len(data)} bytes, zoo.json records {record.size} "
-                                 f"(truncated or modified)")
-    if hashlib.sha256(data).hexdigest() != record.sha256:
-        raise CorruptExpertError(f"{path.name}: sha256 mismatch (the file was modified or corrupted)")
-    return data
+    return bytes(read_verified_buffer(path, record))
 
 
 def _write(path: Path, data: bytes, fsync: bool) -> None:
@@ -371,19 +363,11 @@ class Expert:
             if record is None:
                 raise CorruptExpertError(f"{self.id}: zoo.json lists no file {fname}")
             path = self.path / fname
-            try:  # the size is checked before anything is allocated from it
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise CorruptExpertError(f"{self.id}/{fname}: file is missing") from None
-            if size != record.size:
-                raise CorruptExpertError(f"{fname}: size {size} bytes, zoo.json records {record.size} "
-                                         f"(truncated or modified)")
             import torch
 
             # One uninitialised uint8 tensor receives the file; the weights are views of it (no second copy).
-            raw = torch.empty(record.size, dtype=torch.uint8)
-            read_verified_buffer(path, record, raw.numpy())
-            out.update(tensors_from_buffer(raw, read_header(path, memoryview(raw.numpy())), fname))
+            data = read_verified_buffer(path, record, lambda n: torch.empty(n, dtype=torch.uint8).numpy())
+            out.update(tensors_from_buffer(torch.from_numpy(data), read_header(path, memoryview(data)), fname))
         return out
 
 

@@ -19,6 +19,7 @@ from registry import Query, open_registry
 from registry.base import MetricFilter, Registry
 from registry.card import ExpertCard
 from registry.errors import ZooError
+from registry.lineage import task_text
 from registry.names import validate_tag
 from registry.settings import default_registry_uri
 
@@ -265,7 +266,7 @@ def list_cmd(registry_uri: str | None, as_json: bool, **filters: Any) -> None:
         where = reg.uri if reg is not None else (registry_uri or default_registry_uri())
         _say(f"no experts in {where}" + (" match" if _filtered(filters) else ""))
     table = [["ID", "NAME", "ARCH", "TASKS", "METHOD", "METRIC", "TAGS", "CREATED"]] + [
-        [r["id"][:12], r["name"], r["architecture"], _tasks(r["tasks"]), r["method"], _headline(r["metrics"]),
+        [r["id"][:12], r["name"], r["architecture"], task_text(r["tasks"]), r["method"], _headline(r["metrics"]),
          ",".join(r["tags"]), r["created_at"][:19]] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
@@ -284,12 +285,6 @@ def _headline(metrics: dict[str, Any]) -> str:
         return "-"
     value = metrics[names[0]]
     return f"{names[0]}={value:.4f}" if isinstance(value, float) else f"{names[0]}={value}"
-
-
-def _tasks(ids: list[int]) -> str:
-    from registry.lineage import task_text
-
-    return task_text(ids)
 
 
 @main.command()
@@ -427,8 +422,8 @@ def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bo
     experts go along (as with pull), and each tag set or moved at the destination is printed.
     """
     src = _open(registry_uri)
-    query = _query(**filters)
-    if not src.select(refs, query):
+    cards = src.select(refs, _query(**filters))
+    if not cards:
         raise ZooError(f"nothing to push: no experts selected in {src.uri}")
     if dest.startswith("hf://"):
         dst = open_registry(dest, private=private)
@@ -436,7 +431,7 @@ def push(refs: tuple[str, ...], dest: str, registry_uri: str | None, private: bo
         raise click.UsageError("--private, --message and --git-tag apply to hf:// destinations only")
     else:
         dst = _open(dest, create=True)
-    done = src.copy_to(dst, refs, query, message=message, git_tag=git_tag)
+    done = src.copy_to(dst, cards, message=message, git_tag=git_tag)
     for line in done.announce():
         click.echo(line)
     click.echo(f"pushed {len(done.added)} new expert(s) to {dst.uri} ({len(done.selected) - len(done.added)} "
@@ -490,10 +485,10 @@ def pull(source: str, refs: tuple[str, ...], registry_uri: str | None, **filters
     dst = _open(registry_uri, create=True)
     if src.uri == dst.uri:
         raise ZooError("source and destination are the same registry")
-    query = _query(**filters)
-    if not src.select(refs, query):
+    cards = src.select(refs, _query(**filters))
+    if not cards:
         raise ZooError(f"nothing to pull: no experts selected in {src.uri}")
-    done = src.copy_to(dst, refs, query)
+    done = src.copy_to(dst, cards)
     for line in done.announce():
         click.echo(line)
     click.echo(f"pulled {len(done.added)} new expert(s) from {src.uri} into {dst.uri} "
@@ -699,7 +694,7 @@ def eval_cmd(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
         return
     click.echo(f"{'task':>4}  {'classes':<20} {'class-IL':>8} {'task-IL':>8}")
     for row in report["tasks"]:
-        click.echo(f"{row['task']:>4}  {_tasks(row['classes']):<20} {row['class_il']:>8.4f} {row['task_il']:>8.4f}")
+        click.echo(f"{row['task']:>4}  {task_text(row['classes']):<20} {row['class_il']:>8.4f} {row['task_il']:>8.4f}")
     click.echo(f"{'mean':>4}  {'':<20} {report['average']['class_il']:>8.4f} {report['average']['task_il']:>8.4f}")
 
 
@@ -840,7 +835,7 @@ def schedule(refs: tuple[str, ...], recipe_path: Path, registry_uri: str | None,
     if as_json:
         click.echo(_json(plan))
         return
-    click.echo(f"zoo: {len(plan['experts'])} expert(s) knowing task(s) {_tasks(plan['known_tasks']) or '-'}")
+    click.echo(f"zoo: {len(plan['experts'])} expert(s) knowing task(s) {task_text(plan['known_tasks']) or '-'}")
     click.echo(f"{'task':>4}  {'loss':>8}  {'weight':>8}")
     for t in plan["known_tasks"]:
         click.echo(f"{t:>4}  {plan['losses'][str(t)]:>8.4f}  {plan['weights'][str(t)]:>8.4f}")

@@ -43,6 +43,8 @@ def exmodel_student(reg: Any, recipe: Any, progress: bool) -> Any:
 
 def table(results: dict[str, Any], extra: dict[str, dict[str, float]]) -> str:
     """Final average accuracy (both protocols), forgetting and memory of every method, one row each."""
+    from zoo.runner import text_table
+
     rows = [["method", "class-IL acc", "task-IL acc", "class-IL forget", "models", "exemplars"]]
     for key, r in results["methods"].items():
         f = r["forgetting"]["class_il"]
@@ -51,10 +53,7 @@ def table(results: dict[str, Any], extra: dict[str, dict[str, float]]) -> str:
                      "all" if r["memory"]["all_data"] else str(r["memory"]["exemplars"])])
     for key, acc in extra.items():
         rows.append([key, f"{acc['class_il']:.4f}", f"{acc['task_il']:.4f}", "-", "1", "0 (data-free)"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,16 +36,18 @@ def herding_order(features: torch.Tensor, m: int) -> torch.Tensor:
     return torch.tensor(chosen, dtype=torch.long, device=features.device)
 
 
+def class_exemplars(features: torch.Tensor, labels: torch.Tensor, c: int, m: int) -> torch.Tensor:
+    """Indices of class ``c``'s first ``min(m, n_c)`` herding picks among ``features``, in pick order."""
+    idx = torch.nonzero(labels == c).flatten()
+    return idx[herding_order(features[idx], m)] if len(idx) and m > 0 else idx[:0]
+
+
 def select_exemplars(features: torch.Tensor, labels: torch.Tensor, classes: Sequence[int],
                      budget: int) -> tuple[torch.Tensor, dict[int, int]]:
     """Indices of the exemplars to keep for ``classes`` under a total ``budget``: per class the first
     ``budget // len(classes)`` herding picks (fewer when the class runs out). Returns (indices, kept per
     class)."""
     quota = budget // max(len(classes), 1)
-    picked, kept = [], {}
-    for c in classes:
-        idx = torch.nonzero(labels == c).flatten()
-        order = herding_order(features[idx], quota) if len(idx) and quota > 0 else idx[:0]
-        picked.append(idx[order])
-        kept[int(c)] = int(len(order))
+    picked = [class_exemplars(features, labels, c, quota) for c in classes]
+    kept = {int(c): len(p) for c, p in zip(classes, picked)}
     return (torch.cat(picked) if picked else torch.empty(0, dtype=torch.long)), kept

@@ -115,14 +115,16 @@ def _previous_run(out: Path) -> bool:
     return (out / "recipe.yaml").exists() and (out / "checkpoints").exists()
 
 
+def _method_keys(out: Path) -> list[str]:
+    """The methods an earlier run checkpointed in ``out``: the checkpoint folders holding a progress.json."""
+    ckpts = out / "checkpoints"
+    return [p.name for p in ckpts.iterdir() if p.is_dir() and (p / "progress.json").is_file()] if ckpts.is_dir() else []
+
+
 def _is_zoo_run(out: Path) -> bool:
     """Whether ``out`` holds a zoo run: its ``run.json``, or (runs from before it) a ``recipe.yaml`` with a
     checkpoint folder that has a ``progress.json``."""
-    if (out / RUN_FILE).is_file():
-        return True
-    ckpts = out / "checkpoints"
-    return (out / "recipe.yaml").is_file() and ckpts.is_dir() and any(
-        (p / "progress.json").is_file() for p in ckpts.iterdir() if p.is_dir())
+    return (out / RUN_FILE).is_file() or ((out / "recipe.yaml").is_file() and bool(_method_keys(out)))
 
 
 def _clear_run(out: Path) -> None:
@@ -136,8 +138,7 @@ def _clear_run(out: Path) -> None:
             raise ZooError(f"{out} holds no zoo run to overwrite (no {RUN_FILE}); choose an empty or new --out")
         return
     ckpts = out / "checkpoints"
-    keys = [p.name for p in ckpts.iterdir() if p.is_dir() and (p / "progress.json").is_file()] if ckpts.is_dir() else []
-    for key in keys:
+    for key in _method_keys(out):
         for target in (out / key, out / "tensorboard" / key, ckpts / key):
             if target.is_dir() and not target.is_symlink() and target.resolve().is_relative_to(out.resolve()):
                 shutil.rmtree(target)
@@ -436,10 +437,11 @@ def _history_sink(out: Path, key: str, t: int, writer: Any = None) -> Any:
     folder = _inside(out, key)
     folder.mkdir(exist_ok=True)
     path = folder / "history.jsonl"
+    kept: list[str] = []
     if path.exists():  # a stage trained again after an interruption replaces its old lines
         kept = [line for line in path.read_text().splitlines() if _stage_of(line) < t]  # a torn line goes too
         path.write_text("".join(line + "\n" for line in kept))
-    step = [sum(1 for line in path.read_text().splitlines() if line)] if path.exists() else [0]
+    step = [len(kept)]  # TensorBoard's step: the epochs logged before this stage
 
     def sink(record: dict[str, Any]) -> None:
         # NaN (validation not measured that epoch) is written as null: every line is strict JSON
@@ -533,7 +535,13 @@ def results_table(results: dict[str, Any]) -> str:
     for key, r in results["methods"].items():
         rows.append([key, *(_cell(r[name][p]) for name, p in cells), f"{r['memory']['exemplars']}",
                      f"{r['timings']['train_s']:.1f}"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return text_table(rows)
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Rows of cells (the first one the header) as aligned text: first column left, the others right, a
+    dashed rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Split
-from ..herding import herding_order
+from ..herding import class_exemplars
 from ..models import create_model, features
 from ..schema import RecipeError, bounded, parse, to_data
 from ..train import TrainConfig, fit, prepare_model
@@ -203,9 +203,7 @@ class Memo(SingleModelMethod):
             feats = torch.cat([features(model, train.x[i:i + self.ctx.training.eval_batch_size]).float()
                                for i in range(0, len(train), self.ctx.training.eval_batch_size)])
             for c in stream.tasks[t].classes:
-                idx = torch.nonzero(train.y == c).flatten()
-                order = herding_order(feats[idx], quota) if len(idx) else idx[:0]
-                self.memory_buffer.add(c, train.x[idx[order]])
+                self.memory_buffer.add(c, train.x[class_exemplars(feats, train.y, c, quota)])
         return {c: len(x) for c, x in self.memory_buffer.per_class.items()}
 
     def memory(self) -> dict[str, Any]:
