@@ -34,9 +34,14 @@ def _explain(kind: str, value: object) -> str:
         " : (and / between parts)" if kind == "tag" else "") + ", starting with a letter or digit"
 
 
+def is_name(value: str) -> bool:
+    """True when ``value`` is a valid expert name."""
+    return bool(_NAME.fullmatch(value)) and ".." not in value
+
+
 def validate_name(name: object) -> str:
     """Return ``name`` if it is a valid expert name, else raise :class:`InvalidNameError`."""
-    if isinstance(name, str) and _NAME.fullmatch(name) and ".." not in name:
+    if isinstance(name, str) and is_name(name):
         return name
     raise InvalidNameError(_explain("name", name))
 
