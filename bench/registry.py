@@ -10,8 +10,9 @@ Measured in one run, side by side:
 3. ``find`` / ``card`` latency and registry open time with 10,000 real (tiny) experts indexed. They are
    written with ``write_expert`` into ``experts/<id>/`` and indexed by ``LocalRegistry``'s ``repair()`` on
    open (``--build save`` uses ``LocalRegistry.save`` instead: it is fsync-bound, about six fsyncs per expert,
-   and took 1 to 5 minutes for 10,000 on a small VM). A sample of ``save`` calls is then timed into the full
-   registry.
+   and took 1 to 5 minutes for 10,000 on a small VM). The building runs in a worker process; the queries
+   are timed in this one, which only opens the registry, as a user's process does. A sample of ``save``
+   calls is then timed into the full registry (in the worker).
 
 Nothing is dropped from the page cache: the source files of ``add`` and of the plain copy, and the files
 read by ``get``, are all served from the page cache, so the figures compare CPU and write cost, not disk reads.
@@ -329,100 +330,129 @@ def _fsync_latency(folder: Path, n: int = 50) -> list[float]:
     return out
 
 
+# The registry is built in a worker process, and the queries are timed in this one, which only opens it: as
+# a user's process meets a registry. The builder's heap (100,000 models written, the population's records)
+# is not what a query runs beside, and it made every query slower (its allocations scattered the memory).
+_BUILT: dict[str, Any] = {}
+
+
+def _build_job(root: Path, n: int, n_tasks: int, mode: str) -> dict[str, Any]:
+    """In the worker: build the registry, tag it, close it; return what the queries need."""
+    pop = Population(n_tasks)
+    reg, steps = build_many(root, n, pop, mode)
+    assert len(reg) == n, (len(reg), n)
+    reg.close()
+    _BUILT["pop"] = pop
+    return {"steps": steps, "names": pop.names, "children": pop.children, "ids": pop.ids}
+
+
+def _save_job(root: Path, k: int) -> list[float]:
+    """In the worker: time ``k`` more ``LocalRegistry.save`` calls into the full registry."""
+    pop, reg, out = _BUILT["pop"], LocalRegistry(root), []
+    for _ in range(k):
+        model, fields = pop.next()
+        t0 = time.perf_counter()
+        pop.record(reg.save(model, **fields))
+        out.append(time.perf_counter() - t0)
+    reg.close()
+    return out
+
+
 def bench_find(base: Path, n: int, n_tasks: int, reps: int, mode: str, save_sample: int,
                analyze: bool = False) -> list[Table]:
+    import multiprocessing
+
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-find-", dir=base))
     try:
         root = work / "reg"
-        pop = Population(n_tasks)
-        print(f"  building {n:,} experts ({mode}) ...", flush=True)
-        reg, steps = build_many(root, n, pop, mode)
-        assert len(reg) == n, (len(reg), n)
-        print(f"  built in {sum(s for _, s in steps):.1f} s", flush=True)
-        gc.collect()
-
-        task = 7 % min(n_tasks, n)
-        name = pop.names.get(("mlp", task)) or next(iter(pop.names.values()))
-        parent, n_children = max(pop.children.items(), key=lambda kv: (kv[1], kv[0]), default=("0" * 16, 0))
-        ids = pop.ids
-        some_id = ids[len(ids) // 2]
-        prefix = some_id[:6]
-        while sum(x.startswith(prefix) for x in ids) > 1:
-            prefix = some_id[:len(prefix) + 1]
-        queries: list[tuple[str, Callable[[], Any], int]] = [
-            (f"find(Query(task={task}))", lambda: reg.find(Query(task=task)), reps),
-            (f"find(Query(architecture='convnet', task={task}))",
-             lambda: reg.find(Query(architecture="convnet", task=task)), reps),
-            (f"find(Query(name='{name}'))", lambda: reg.find(Query(name=name)), reps),
-            (f"find(Query(tag='t{task:02d}:best'))", lambda: reg.find(Query(tag=f"t{task:02d}:best")), reps),
-            ("find(Query(metric=accuracy>=0.99))",
-             lambda: reg.find(Query(metric=MetricFilter.parse("accuracy>=0.99"))), reps),
-            ("find(Query(label='paper'))", lambda: reg.find(Query(label="paper")), reps),
-            ("find(Query(parent=<id>))", lambda: reg.find(Query(parent=parent)), reps),
-            ("find() (every expert, for scale)", lambda: reg.find(), max(3, reps // 10)),
-        ]
-        if analyze:
-            reg._db.execute("ANALYZE")  # not done by the library: shows the effect of planner statistics
-        table = Table(f"{n:,} experts indexed ({n_tasks} tasks, {len(ARCHS)} architectures); "
-                      f"{reps} calls each unless noted" + ("; after ANALYZE" if analyze else ""),
-                      ["operation", "results", "median ms", "p95 ms", "max ms"])
-        for label, fn, r in queries:
-            count = len(fn())
-            ts = timed(fn, r)
-            table.add(label + ("" if r == reps else f" [{r} calls]"), f"{count:,}", *ms(ts))
-        assert n_children == len(reg.find(Query(parent=parent)))
-        for label, fn in ((f"card('{prefix}') (id prefix)", lambda: reg.card(prefix)),
-                          ("card(<full id>)", lambda: reg.card(some_id)),
-                          (f"card('t{task:02d}:best') (tag)", lambda: reg.card(f"t{task:02d}:best")),
-                          (f"card('{name}') (name: newest)", lambda: reg.card(name)),
-                          ("get(<full id>)", lambda: reg.get(some_id))):
-            fn()
-            ts = timed(fn, reps)
-            table.add(label, "1", *ms(ts, 3))
-        reg.close()
-        open_reps = max(5, reps // 5)
-        # A find as a new process makes it: the first query on a freshly opened registry (its SQLite cache
-        # empty; the file in the OS page cache, as it is after any recent use).
-        fresh = []
-        for _ in range(open_reps):
-            other = LocalRegistry(root)
-            t0 = time.perf_counter()
-            found = other.find(Query(task=task))
-            fresh.append(time.perf_counter() - t0)
-            other.close()
-        table.add(f"find(Query(task={task})), first call on a fresh handle [{open_reps} handles]",
-                  f"{len(found):,}", *ms(fresh))
-
-        def open_close() -> None:
-            LocalRegistry(root).close()
-
-        ts = timed(open_close, open_reps)
-        table.add(f"LocalRegistry(root) (open + repair check) [{open_reps} calls]", "-", *ms(ts))
-
-        build = Table("building the registry", ["operation", "experts", "total s", "ms per expert"])
-        for label, s in steps:
-            build.add(label, f"{n:,}", f"{s:.1f}", f"{s / n * 1e3:.2f}")
-        if save_sample:
-            # The normal write path, timed at scale: more experts saved into the full registry.
-            reg = LocalRegistry(root)
-            fs_before = _fsync_latency(work)
-            save_t = []
-            for _ in range(save_sample):
-                model, fields = pop.next()
-                t0 = time.perf_counter()
-                pop.record(reg.save(model, **fields))
-                save_t.append(time.perf_counter() - t0)
-            reg.close()
-            build.add(f"LocalRegistry.save into that registry (median of {save_sample})", f"{save_sample:,}",
-                      f"{sum(save_t):.1f}", f"{med(save_t) * 1e3:.2f}")
-            fs_after = _fsync_latency(work)
-            build.add("(reference) write + fsync of a new 4 KiB file, before / after the saves", "-", "-",
-                      f"{med(fs_before) * 1e3:.2f} / {med(fs_after) * 1e3:.2f}")
-        return [build, table]
+        print(f"  building {n:,} experts ({mode}) in a worker process ...", flush=True)
+        with multiprocessing.get_context("spawn").Pool(1) as builder:
+            built = builder.apply(_build_job, (root, n, n_tasks, mode))
+            steps = built["steps"]
+            print(f"  built in {sum(s for _, s in steps):.1f} s", flush=True)
+            tables = _time_queries(root, n, n_tasks, reps, built, analyze)
+            build = Table("building the registry", ["operation", "experts", "total s", "ms per expert"])
+            for label, s in steps:
+                build.add(label, f"{n:,}", f"{s:.1f}", f"{s / n * 1e3:.2f}")
+            if save_sample:
+                # The normal write path, timed at scale: more experts saved into the full registry.
+                fs_before = _fsync_latency(work)
+                save_t = builder.apply(_save_job, (root, save_sample))
+                build.add(f"LocalRegistry.save into that registry (median of {save_sample})", f"{save_sample:,}",
+                          f"{sum(save_t):.1f}", f"{med(save_t) * 1e3:.2f}")
+                fs_after = _fsync_latency(work)
+                build.add("(reference) write + fsync of a new 4 KiB file, before / after the saves", "-", "-",
+                          f"{med(fs_before) * 1e3:.2f} / {med(fs_after) * 1e3:.2f}")
+        return [build, *tables]
     finally:
         t0 = time.perf_counter()
         shutil.rmtree(work, ignore_errors=True)
         print(f"  removed the registry in {time.perf_counter() - t0:.1f} s", flush=True)
+
+
+def _time_queries(root: Path, n: int, n_tasks: int, reps: int, built: dict[str, Any],
+                  analyze: bool) -> list[Table]:
+    """Open the built registry here and time each query."""
+    reg = LocalRegistry(root)
+    gc.collect()
+    names, children, ids = built["names"], built["children"], built["ids"]
+    task = 7 % min(n_tasks, n)
+    name = names.get(("mlp", task)) or next(iter(names.values()))
+    parent, n_children = max(children.items(), key=lambda kv: (kv[1], kv[0]), default=("0" * 16, 0))
+    some_id = ids[len(ids) // 2]
+    prefix = some_id[:6]
+    while sum(x.startswith(prefix) for x in ids) > 1:
+        prefix = some_id[:len(prefix) + 1]
+    queries: list[tuple[str, Callable[[], Any], int]] = [
+        (f"find(Query(task={task}))", lambda: reg.find(Query(task=task)), reps),
+        (f"find(Query(architecture='convnet', task={task}))",
+         lambda: reg.find(Query(architecture="convnet", task=task)), reps),
+        (f"find(Query(name='{name}'))", lambda: reg.find(Query(name=name)), reps),
+        (f"find(Query(tag='t{task:02d}:best'))", lambda: reg.find(Query(tag=f"t{task:02d}:best")), reps),
+        ("find(Query(metric=accuracy>=0.99))",
+         lambda: reg.find(Query(metric=MetricFilter.parse("accuracy>=0.99"))), reps),
+        ("find(Query(label='paper'))", lambda: reg.find(Query(label="paper")), reps),
+        ("find(Query(parent=<id>))", lambda: reg.find(Query(parent=parent)), reps),
+        ("find() (every expert, for scale)", lambda: reg.find(), max(3, reps // 10)),
+    ]
+    if analyze:
+        reg._db.execute("ANALYZE")  # not done by the library: shows the effect of planner statistics
+    table = Table(f"{n:,} experts indexed ({n_tasks} tasks, {len(ARCHS)} architectures); "
+                  f"{reps} calls each unless noted" + ("; after ANALYZE" if analyze else ""),
+                  ["operation", "results", "median ms", "p95 ms", "max ms"])
+    for label, fn, r in queries:
+        count = len(fn())
+        ts = timed(fn, r)
+        table.add(label + ("" if r == reps else f" [{r} calls]"), f"{count:,}", *ms(ts))
+    assert n_children == len(reg.find(Query(parent=parent)))
+    for label, fn in ((f"card('{prefix}') (id prefix)", lambda: reg.card(prefix)),
+                      ("card(<full id>)", lambda: reg.card(some_id)),
+                      (f"card('t{task:02d}:best') (tag)", lambda: reg.card(f"t{task:02d}:best")),
+                      (f"card('{name}') (name: newest)", lambda: reg.card(name)),
+                      ("get(<full id>)", lambda: reg.get(some_id))):
+        fn()
+        ts = timed(fn, reps)
+        table.add(label, "1", *ms(ts, 3))
+    reg.close()
+    open_reps = max(5, reps // 5)
+    # A find as a new process makes it: the first query on a freshly opened registry (its SQLite cache
+    # empty; the file in the OS page cache, as it is after any recent use).
+    fresh = []
+    for _ in range(open_reps):
+        other = LocalRegistry(root)
+        t0 = time.perf_counter()
+        found = other.find(Query(task=task))
+        fresh.append(time.perf_counter() - t0)
+        other.close()
+    table.add(f"find(Query(task={task})), first call on a fresh handle [{open_reps} handles]",
+              f"{len(found):,}", *ms(fresh))
+
+    def open_close() -> None:
+        LocalRegistry(root).close()
+
+    ts = timed(open_close, open_reps)
+    table.add(f"LocalRegistry(root) (open + repair check) [{open_reps} calls]", "-", *ms(ts))
+    return [table]
 
 
 # --- main ----------------------------------------------------------------------------------------------------
