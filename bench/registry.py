@@ -425,6 +425,23 @@ def _time_queries(root: Path, n: int, n_tasks: int, reps: int, built: dict[str, 
         ts = timed(fn, r)
         table.add(label + ("" if r == reps else f" [{r} calls]"), f"{count:,}", *ms(ts))
     assert n_children == len(reg.find(Query(parent=parent)))
+    # What a query returning thousands of cards cannot avoid, timed beside it: SQLite fetching the matching
+    # rows' text (the same connection settings), and json.loads of that text (no validation, no card).
+    import json
+    import sqlite3
+
+    raw = sqlite3.connect(root / "index.sqlite")
+    raw.execute("PRAGMA mmap_size = 1073741824")
+    for what, sql, arg in ((f"task={task}", "SELECT card FROM experts WHERE id IN "
+                            "(SELECT id FROM expert_tasks WHERE task = ?)", task),
+                           ("label='paper'", "SELECT card FROM experts WHERE id IN "
+                            "(SELECT id FROM labels WHERE label = ?)", "paper")):
+        texts = [row[0] for row in raw.execute(sql, (arg,))]
+        table.add(f"(reference) SQLite alone: the {what} rows' text", f"{len(texts):,}",
+                  *ms(timed(lambda: raw.execute(sql, (arg,)).fetchall(), reps)))
+        table.add("(reference) json.loads of those rows, no validation", f"{len(texts):,}",
+                  *ms(timed(lambda: [json.loads(t) for t in texts], reps)))
+    raw.close()
     for label, fn in ((f"card('{prefix}') (id prefix)", lambda: reg.card(prefix)),
                       ("card(<full id>)", lambda: reg.card(some_id)),
                       (f"card('t{task:02d}:best') (tag)", lambda: reg.card(f"t{task:02d}:best")),

@@ -388,7 +388,7 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
 # every field present, no unknown field, floats finite) and then runs the value rules the shapes cannot state.
 # It only ever *accepts*: whatever it is not sure of (a non-ASCII or escaped string, an unknown field, a bad
 # value) returns None and goes to ``_parse_card``, which gives the verdict and the message. So the accepted
-# set is the full parser's, and tests/test_card_fast.py checks the two agree on valid and mutated cards.
+# set is the full parser's, and tests/test_card.py checks the two agree on valid and mutated cards.
 
 
 class _ParentShape(msgspec.Struct, forbid_unknown_fields=True):
@@ -443,7 +443,8 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
         return None
     return _made(ExpertCard, {
         "id": c.id, "digest": c.digest, "name": c.name, "architecture": c.architecture, "num_classes": c.num_classes,
-        "tasks": c.tasks, "parents": [_made(ParentRef, {"id": p.id, "digest": p.digest, "role": p.role}) for p in c.parents],
+        "tasks": c.tasks,
+        "parents": [_made(ParentRef, {"id": p.id, "digest": p.digest, "role": p.role}) for p in c.parents],
         "method": c.method, "hyperparameters": c.hyperparameters, "seed": c.seed,
         "metrics": {k: (None if v is None else float(v)) for k, v in c.metrics.items()},
         "buffer": c.buffer, "labels": c.labels, "files": c.files, "created_at": c.created_at,
@@ -504,8 +505,8 @@ def gc_paused() -> Iterator[None]:
 
 def _made(cls: type, fields: dict[str, Any]) -> Any:
     # A dataclass instance from checked fields without its __init__: the generated __init__ (and a frozen
-    # class's object.__setattr__ per field) cost half of a card's decoding. Every field is given, none has a
-    # __post_init__, so the object is the one __init__ would build.
+    # class's object.__setattr__ per field) cost as much as msgspec's whole decoding. Every field is given
+    # and none has a __post_init__, so the object is the one __init__ would build.
     obj = object.__new__(cls)
     obj.__dict__.update(fields)
     return obj
