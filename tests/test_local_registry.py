@@ -99,6 +99,43 @@ def test_find_filters(tmp_path, reg):
     assert len(reg.find()) == 3
 
 
+def test_an_index_from_before_the_covering_indexes_is_upgraded_on_open(tmp_path, reg):
+    import sqlite3
+
+    a = reg.add(make_expert(tmp_path / "a", name="a", seed=0, tasks=[(0, [0, 1])], labels=["paper"]))
+    b = reg.add(make_expert(tmp_path / "b", name="b", seed=1, tasks=[(0, [0, 1]), (1, [2, 3])]))
+    reg.close()
+    old = {"expert_tasks_task": "expert_tasks(task)", "parents_parent": "parents(parent)",
+           "labels_label": "labels(label)", "metrics_key": "metrics(key, value)"}
+    with sqlite3.connect(reg.root / "index.sqlite") as db:  # as an earlier zoo left it: indented rows too
+        for name in ("expert_tasks_task_id", "parents_parent_id", "labels_label_id", "metrics_key_id"):
+            db.execute(f"DROP INDEX {name}")
+        for name, on in old.items():
+            db.execute(f"CREATE INDEX {name} ON {on}")
+        for card in (a, b):
+            db.execute("UPDATE experts SET card = ? WHERE id = ?", (card.to_json(), card.id))
+    reopened = LocalRegistry(reg.root)
+    names = {r[0] for r in reopened._db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not names & set(old) and {"expert_tasks_task_id", "labels_label_id"} <= names
+    assert [c.id for c in reopened.find(Query(task=0))] == [a.id, b.id]
+    assert reopened.find(Query(label="paper")) == [a] and reopened.card("b") == b
+    reopened.close()
+
+
+def test_a_find_returns_cards_oldest_first_and_leaves_the_collector_as_it_was(tmp_path, reg):
+    import gc
+
+    cards = [reg.add(make_expert(tmp_path / str(i), name=f"e{i}", seed=i)) for i in range(4)]
+    assert [c.id for c in reg.find()] == [c.id for c in sorted(cards, key=lambda c: (c.created_at, c.id))]
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        reg.find()
+        assert not gc.isenabled()  # a caller who turned it off keeps it off
+    finally:
+        gc.enable()
+
+
 def test_remove_drops_files_rows_and_tags(tmp_path, reg):
     keep = reg.add(make_expert(tmp_path / "k", name="keep", seed=1))
     gone = reg.add(make_expert(tmp_path / "g", name="gone", seed=2))
