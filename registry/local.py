@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import operator
 import os
 import re
 import shutil
@@ -72,6 +73,7 @@ DROP INDEX IF EXISTS metrics_key;
 # table (the older one-column indexes they replace are dropped when an index is opened).
 _CHUNK = 8 * 1024 * 1024
 _MMAP_BYTES = 1 << 30
+_OLDEST_FIRST = operator.itemgetter(0, 1)  # (created_at, id) of a find row
 MARKER_FILE = "zoo-registry.json"
 REGISTRY_FORMAT = 1
 #: SQLite's application_id for zoo indexes ("zoo1" in ASCII), so a foreign database is never taken for one.
@@ -558,7 +560,7 @@ class LocalRegistry(Registry):
         sql = "SELECT e.created_at, e.id, e.card FROM experts e" + (" WHERE " + " AND ".join(where) if where else "")
         with gc_paused():  # thousands of new objects (rows, then cards), no cycle among them: see gc_paused
             rows = self._db.execute(sql, args).fetchall()
-            rows.sort(key=_oldest_first)
+            rows.sort(key=_OLDEST_FIRST)
             return [ExpertCard.from_json(row[2]) for row in rows]
 
     def metric_keys(self) -> set[str]:
@@ -588,10 +590,6 @@ class LocalRegistry(Registry):
             except (ZooError, OSError, ValueError) as e:
                 problems.append(str(e))
         return problems
-
-
-def _oldest_first(row: tuple[str, str, str]) -> tuple[str, str]:
-    return row[0], row[1]
 
 
 def _copy_hashing(src: Path, dst: Path, progress: Callable[[int], Any] | None) -> Any:
