@@ -9,14 +9,13 @@ raises :class:`~registry.errors.CardError` naming the field.
 from __future__ import annotations
 
 import contextlib
-import copy
 import functools
 import gc
 import json
 import math
 import re
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Iterator
 
@@ -107,11 +106,10 @@ class ExpertCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-ready data, in a stable key order."""
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = asdict(self)  # a deep copy: nothing returned is shared with the card
         data["tasks"] = [{"id": t.id, "classes": list(t.classes)} for t in self.tasks]
-        data["parents"] = [asdict(p) for p in self.parents]
         data["files"] = {n: {"sha256": r.sha256, "size": r.size} for n, r in self.files.items()}
-        return copy.deepcopy(data)  # free-form values (hyperparameters, buffer) are not shared with the card
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         """The card serialised as ``zoo.json`` text (sorted keys, so equal cards give equal bytes);
