@@ -34,6 +34,12 @@ def machine_summary() -> str:
             f"Linux {platform.release()}; Python {platform.python_version()}, torch {torch.__version__}")
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device (CUDA work is asynchronous), so that a timer stops when the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def med(xs: Sequence[float]) -> float:
     """The median."""
     return statistics.median(xs)

@@ -63,7 +63,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from bench.common import Table, machine_summary, med, print_markdown  # noqa: E402
+from bench.common import Table, machine_summary, med, print_markdown, sync  # noqa: E402
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
@@ -102,11 +102,6 @@ def load_line() -> str:
 
 
 # --- timing and tables -----------------------------------------------------------------------------------
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
 
 # --- 1. consolidation steps/s --------------------------------------------------------------------------------
 

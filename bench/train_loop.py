@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.common import Table, machine_summary, med, print_markdown  # noqa: E402
+from bench.common import Table, machine_summary, med, print_markdown, sync  # noqa: E402
 from zoo.data import Split  # noqa: E402
 from zoo.models import create_model  # noqa: E402
 from zoo.train import TrainConfig, autocast, fit, make_optimizer, prepare_model  # noqa: E402
@@ -40,12 +40,6 @@ ARCHS: dict[str, tuple[tuple[int, ...], dict[str, Any]]] = {
     "resnet32": ((3, 32, 32), {}),
     "wrn16_4": ((3, 32, 32), {}),
 }
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device (CUDA work is asynchronous)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def data(shape: tuple[int, ...], n: int, classes: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

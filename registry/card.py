@@ -284,6 +284,16 @@ def _type_name(types: type | tuple[type, ...]) -> str:
     return " or ".join(names.get(t, t.__name__) for t in ts)
 
 
+#: File names every expert has, known to pass the file-name rule (a set lookup instead of the regex).
+_USUAL_FILES = frozenset({"README.md", "config.json", "model.safetensors", "buffer.safetensors",
+                          "model.safetensors.index.json"})
+
+
+def _file_name_ok(name: str) -> bool:
+    # File names become paths and Hub download patterns: a plain name, no separators, no wildcards, no "..".
+    return name in _USUAL_FILES or (_FILE_NAME.fullmatch(name) is not None and ".." not in name)
+
+
 def _sha(value: Any, where: str, source: str) -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise CardError(f"{source}: field '{where}' must be a sha256 hex digest")
@@ -335,8 +345,7 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
 
     files = {}
     for fname, rec in _require(data, "files", dict, source).items():
-        # File names become paths and Hub download patterns: a plain name, no separators, no wildcards.
-        if not _FILE_NAME.fullmatch(fname) or ".." in fname:
+        if not _file_name_ok(fname):
             raise CardError(f"{source}: invalid file name {fname!r} in 'files'")
         if not isinstance(rec, dict):
             raise CardError(f"{source}: field 'files.{fname}' must be an object")
@@ -426,8 +435,8 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
     """The card ``text`` holds if it is a plain valid card, else None (the full parser decides)."""
     # Printable ASCII with no escape at all: then no string holds a control character, a lone surrogate or
     # anything else plain_text() refuses, and the shapes' lengths and patterns are the rest of the rules.
-    if not text.isascii() or ("\\" if isinstance(text, str) else b"\\") in text or (
-            "\x7f" if isinstance(text, str) else b"\x7f") in text:
+    backslash, delete = ("\\", "\x7f") if isinstance(text, str) else (b"\\", b"\x7f")
+    if not text.isascii() or backslash in text or delete in text:
         return None
     try:
         c = _DECODER.decode(text)
@@ -436,7 +445,7 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
     # The shapes hold types, ranges and lengths (checked in C); patterns are checked here, where they cost
     # a tenth of what msgspec's calls back into ``re`` do.
     if not (c.digest.startswith(c.id) and _hex_fields(c) and is_name(c.name)
-            and all(n in _USUAL_FILES or (_FILE_NAME.fullmatch(n) and ".." not in n) for n in c.files)
+            and all(_file_name_ok(n) for n in c.files)
             and _json_ok(c.hyperparameters, 0) and (c.buffer is None or _json_ok(c.buffer, 0))):
         return None
     return _made(ExpertCard, {
@@ -447,11 +456,6 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
         "metrics": {k: (None if v is None else float(v)) for k, v in c.metrics.items()},
         "buffer": c.buffer, "labels": c.labels, "files": c.files, "created_at": c.created_at,
         "zoo_version": c.zoo_version, "format_version": c.format_version})
-
-
-#: File names every expert has, known to pass the file-name rule.
-_USUAL_FILES = frozenset({"README.md", "config.json", "model.safetensors", "buffer.safetensors",
-                          "model.safetensors.index.json"})
 
 
 def _hex_fields(c: _CardShape) -> bool:

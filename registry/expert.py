@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -58,9 +60,6 @@ def read_verified_buffer(path: Path, record: FileRecord, allocate: Callable[[int
     make zoo allocate what the file is not): an uninitialised uint8 tensor's numpy view avoids the cost of
     zero-filling a new ``bytearray``, which is about that of the read itself. Returns the buffer; raises
     CorruptExpertError."""
-    import queue
-    import threading
-
     try:
         f = open(path, "rb", buffering=0)
     except FileNotFoundError:
@@ -355,6 +354,8 @@ class Expert:
             check_content(self)
 
     def _load_tensors(self, fnames: list[str]) -> dict[str, "torch.Tensor"]:
+        import torch
+
         from .tensorfile import tensors_from_buffer
 
         out: dict[str, Any] = {}
@@ -363,8 +364,6 @@ class Expert:
             if record is None:
                 raise CorruptExpertError(f"{self.id}: zoo.json lists no file {fname}")
             path = self.path / fname
-            import torch
-
             # One uninitialised uint8 tensor receives the file; the weights are views of it (no second copy).
             data = read_verified_buffer(path, record, lambda n: torch.empty(n, dtype=torch.uint8).numpy())
             out.update(tensors_from_buffer(torch.from_numpy(data), read_header(path, memoryview(data)), fname))

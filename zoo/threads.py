@@ -55,12 +55,17 @@ def _cgroup_quota() -> float | None:
     return None
 
 
+def _affinity() -> set[int]:
+    """The CPUs this process may run on (all of them where the platform has no affinity masks)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return set(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
     """Cores this process may run on: its affinity mask, capped by a cgroup CPU quota."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
+    cores = len(_affinity())
     quota = _cgroup_quota()
     if quota is not None:
         cores = min(cores, max(1, math.ceil(quota)))
@@ -91,10 +96,7 @@ def busy_cores(window: float = 0.2) -> float:
     missing."""
     import time
 
-    try:
-        cpus = set(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = set(range(os.cpu_count() or 1))
+    cpus = _affinity()
     before = _cpu_times(cpus)
     if before is not None:
         time.sleep(window)
