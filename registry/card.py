@@ -15,7 +15,6 @@ import json
 import math
 import re
 import threading
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Iterator
 
@@ -40,6 +39,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # ``_parse_card`` checks the same rules in Python and names the field that breaks one.
 _Count = Annotated[int, msgspec.Meta(ge=0, le=INT_MAX)]
 _Int64 = Annotated[int, msgspec.Meta(ge=INT_MIN, le=INT_MAX)]
+_Id = Annotated[str, msgspec.Meta(min_length=16, max_length=16)]
+_Sha256 = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]
 
 
 # TaskSpec and FileRecord are msgspec structs so that the compiled decoder builds them itself; they hold only
@@ -52,8 +53,7 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False
     classes: tuple[_Count, ...]
 
 
-@dataclass(frozen=True)
-class ParentRef:
+class ParentRef(msgspec.Struct, frozen=True, gc=False):
     """A model this expert was derived from. ``role`` is ``base`` (started from) or ``expert`` (distilled)."""
 
     id: str
@@ -64,16 +64,21 @@ class ParentRef:
 class FileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """The sha256 and size in bytes of one file of an expert folder."""
 
-    sha256: str
+    sha256: _Sha256
     size: _Count
 
 
-@dataclass
-class ExpertCard:
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class ExpertCard(msgspec.Struct):
     """Everything zoo records about an expert; serialised as ``zoo.json``.
 
     ``digest`` is the sha256 of the expert's content (weights, buffer, config, tasks, name, parents) and ``id``
-    its first 16 hex digits, so adding the same expert twice yields the same id.
+    its first 16 hex digits, so adding the same expert twice yields the same id. A msgspec struct (like
+    :class:`TaskSpec`, :class:`ParentRef` and :class:`FileRecord`): made in C, so that a query returning
+    thousands of cards spends its time checking them, not building them.
     """
 
     id: str
@@ -82,15 +87,15 @@ class ExpertCard:
     architecture: str
     num_classes: int
     tasks: list[TaskSpec]
-    parents: list[ParentRef] = field(default_factory=list)
+    parents: list[ParentRef] = msgspec.field(default_factory=list)
     method: str = "unknown"
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = msgspec.field(default_factory=dict)
     seed: int | None = None
-    metrics: dict[str, float | None] = field(default_factory=dict)
+    metrics: dict[str, float | None] = msgspec.field(default_factory=dict)
     buffer: dict[str, Any] | None = None
-    labels: list[str] = field(default_factory=list)
-    files: dict[str, FileRecord] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="microseconds"))
+    labels: list[str] = msgspec.field(default_factory=list)
+    files: dict[str, FileRecord] = msgspec.field(default_factory=dict)
+    created_at: str = msgspec.field(default_factory=_now)
     zoo_version: str = "0+unknown"
     format_version: int = FORMAT_VERSION
 
@@ -106,10 +111,7 @@ class ExpertCard:
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-ready data, in a stable key order."""
-        data = asdict(self)  # a deep copy: nothing returned is shared with the card
-        data["tasks"] = [{"id": t.id, "classes": list(t.classes)} for t in self.tasks]
-        data["files"] = {n: {"sha256": r.sha256, "size": r.size} for n, r in self.files.items()}
-        return data
+        return msgspec.to_builtins(self)  # new containers all the way down: nothing is shared with the card
 
     def to_json(self, indent: int | None = 2) -> str:
         """The card serialised as ``zoo.json`` text (sorted keys, so equal cards give equal bytes);
@@ -398,34 +400,39 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
 # set is the full parser's, and tests/test_card.py checks the two agree on valid and mutated cards.
 
 
-class _ParentShape(msgspec.Struct, forbid_unknown_fields=True):
-    id: str
-    digest: str
+class _ParentShape(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    # ParentRef without its default: the decoder must refuse a parent with no role, as _parse_card does.
+    id: _Id
+    digest: _Sha256
     role: Annotated[str, msgspec.Meta(max_length=32)]
 
 
 _Text = Annotated[str, msgspec.Meta(max_length=256)]
 _Short = Annotated[str, msgspec.Meta(max_length=64)]
+# A free-form value (hyperparameters, buffer facts): a scalar is checked in C; a list or dict is walked by
+# _json_ok (its items are decoded as Any, where only the walk can refuse an integer beyond 64 bits).
+_Value = _Int64 | float | str | bool | None | list | dict
 
 
 class _CardShape(msgspec.Struct, forbid_unknown_fields=True):
+    # ExpertCard without defaults: every field but seed and buffer must be present, as _parse_card requires.
     format_version: Annotated[int, msgspec.Meta(ge=INT_MIN, le=FORMAT_VERSION)]
-    id: str
-    digest: str
+    id: _Id
+    digest: _Sha256
     name: str
     architecture: _Text
     num_classes: _Count
     tasks: list[TaskSpec]
     parents: list[_ParentShape]
     method: _Text
-    hyperparameters: dict[str, Any]
+    hyperparameters: dict[str, _Value]
     metrics: dict[Annotated[str, msgspec.Meta(max_length=128)], _Int64 | float | None]
     labels: list[_Text]
     files: dict[str, FileRecord]
     created_at: _Short
     zoo_version: _Short
     seed: _Int64 | None = None
-    buffer: dict[str, Any] | None = None
+    buffer: dict[str, _Value] | None = None
 
 
 _DECODER = msgspec.json.Decoder(_CardShape)
@@ -444,39 +451,40 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
         return None
     # The shapes hold types, ranges and lengths (checked in C); patterns are checked here, where they cost
     # a tenth of what msgspec's calls back into ``re`` do.
-    if not (c.digest.startswith(c.id) and _hex_fields(c) and is_name(c.name)
-            and all(_file_name_ok(n) for n in c.files)
-            and _json_ok(c.hyperparameters, 0) and (c.buffer is None or _json_ok(c.buffer, 0))):
+    if not (c.digest.startswith(c.id) and _hex_digests(c) and is_name(c.name)
+            and (c.files.keys() <= _USUAL_FILES or all(_file_name_ok(n) for n in c.files))
+            and _values_ok(c.hyperparameters) and (c.buffer is None or _values_ok(c.buffer))):
         return None
-    return _made(ExpertCard, {
-        "id": c.id, "digest": c.digest, "name": c.name, "architecture": c.architecture, "num_classes": c.num_classes,
-        "tasks": c.tasks,
-        "parents": [_made(ParentRef, {"id": p.id, "digest": p.digest, "role": p.role}) for p in c.parents],
-        "method": c.method, "hyperparameters": c.hyperparameters, "seed": c.seed,
-        "metrics": {k: (None if v is None else float(v)) for k, v in c.metrics.items()},
-        "buffer": c.buffer, "labels": c.labels, "files": c.files, "created_at": c.created_at,
-        "zoo_version": c.zoo_version, "format_version": c.format_version})
+    metrics = c.metrics
+    if any(type(v) is int for v in metrics.values()):  # a card may say 1 for 1.0; ExpertCard holds floats
+        metrics = {k: (v if v is None else float(v)) for k, v in metrics.items()}
+    return ExpertCard(c.id, c.digest, c.name, c.architecture, c.num_classes, c.tasks,
+                      [ParentRef(p.id, p.digest, p.role) for p in c.parents], c.method, c.hyperparameters, c.seed,
+                      metrics, c.buffer, c.labels, c.files, c.created_at, c.zoo_version, c.format_version)
 
 
-def _hex_fields(c: _CardShape) -> bool:
-    # Every id and digest of the card has its length and is lowercase hex: all of them joined are the
-    # canonical hex of their bytes (fromhex would also take capitals and spaces; hex() writes neither).
-    if len(c.id) != 16 or len(c.digest) != 64:
-        return False
-    parts = [c.id, c.digest]
+def _hex_digests(c: _CardShape) -> bool:
+    # Every digest of the card (the shapes fixed their lengths) is lowercase hex: all of them joined are the
+    # canonical hex of their bytes (fromhex would also take capitals and spaces; hex() writes neither). The
+    # id is the digest's prefix, so it is covered.
+    parts = [c.digest]
     for p in c.parents:
-        if len(p.id) != 16 or len(p.digest) != 64:
-            return False
         parts += (p.id, p.digest)
-    for f in c.files.values():
-        if len(f.sha256) != 64:
-            return False
-        parts.append(f.sha256)
+    parts += [f.sha256 for f in c.files.values()]
     joined = "".join(parts)
     try:
         return bytes.fromhex(joined).hex() == joined
     except ValueError:
         return False
+
+
+def _values_ok(values: dict[str, Any]) -> bool:
+    # The decoder checked every scalar; what remains are the lists and dicts, walked one level down.
+    for v in values.values():
+        kind = type(v)
+        if (kind is list or kind is dict) and not _json_ok(v, 1):
+            return False
+    return True
 
 
 _gc_lock = threading.Lock()
@@ -503,15 +511,6 @@ def gc_paused() -> Iterator[None]:
             _gc_pauses -= 1
             if _gc_pauses == 0 and _gc_was_enabled:
                 gc.enable()
-
-
-def _made(cls: type, fields: dict[str, Any]) -> Any:
-    # A dataclass instance from checked fields without its __init__: the generated __init__ (and a frozen
-    # class's object.__setattr__ per field) cost as much as msgspec's whole decoding. Every field is given
-    # and none has a __post_init__, so the object is the one __init__ would build.
-    obj = object.__new__(cls)
-    obj.__dict__.update(fields)
-    return obj
 
 
 # --- model card -----------------------------------------------------------------------------------------

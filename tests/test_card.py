@@ -129,3 +129,30 @@ def test_duplicate_keys_and_bytes_behave_as_json_loads():
     assert _fast_card(text.encode()) == card
     utf16 = card.to_json().encode("utf-16")  # json.loads detects the encoding; the compiled path leaves it
     assert _fast_card(utf16) is None and ExpertCard.from_json(utf16) == card
+
+
+def test_a_card_copies_pickles_and_gives_plain_data_that_shares_nothing():
+    import pickle
+
+    from msgspec.structs import replace
+
+    for card in _cards():
+        data = card.to_dict()
+        assert list(data) == ["id", "digest", "name", "architecture", "num_classes", "tasks", "parents", "method",
+                              "hyperparameters", "seed", "metrics", "buffer", "labels", "files", "created_at",
+                              "zoo_version", "format_version"]
+        assert data["tasks"][0] == {"id": card.tasks[0].id, "classes": list(card.tasks[0].classes)}
+        assert json.loads(card.to_json()) == data and json.loads(card.to_json(indent=None)) == data
+        before = card.to_json()
+        data["hyperparameters"]["lr"] = 99  # nothing returned is shared with the card
+        data["labels"].append("x")
+        data["files"].clear()
+        assert card.to_json() == before
+        assert pickle.loads(pickle.dumps(card)) == card == copy.deepcopy(card)
+        renamed = replace(card, name="other")
+        assert renamed.name == "other" and card.name != "other" and renamed.files == card.files
+    # a card made with the defaults gets a creation time and empty fields, one set per card
+    a = ExpertCard(id="0" * 16, digest="0" * 64, name="a", architecture="mlp", num_classes=2, tasks=[])
+    b = ExpertCard(id="1" * 16, digest="1" * 64, name="b", architecture="mlp", num_classes=2, tasks=[])
+    a.labels.append("x")
+    assert b.labels == [] and a.created_at.endswith("+00:00") and a.method == "unknown" and a.parents == []

@@ -69,7 +69,7 @@ def test_references_id_prefix_name_tag(tmp_path, reg):
 
 
 def test_ambiguous_prefix_is_an_error(tmp_path):
-    from dataclasses import replace
+    from msgspec.structs import replace  # cards are msgspec structs
 
     from registry.base import resolve_among
 
