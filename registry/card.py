@@ -111,7 +111,10 @@ class ExpertCard(msgspec.Struct):
 
     def to_dict(self) -> dict[str, Any]:
         """The card as plain JSON-ready data, in a stable key order."""
-        return msgspec.to_builtins(self)  # new containers all the way down: nothing is shared with the card
+        data = msgspec.to_builtins(self)  # new containers all the way down: nothing is shared with the card
+        for task in data["tasks"]:
+            task["classes"] = list(task["classes"])  # to_builtins keeps tuples; JSON data has lists
+        return data
 
     def to_json(self, indent: int | None = 2) -> str:
         """The card serialised as ``zoo.json`` text (sorted keys, so equal cards give equal bytes);
