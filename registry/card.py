@@ -15,7 +15,6 @@ import json
 import math
 import re
 import threading
-from datetime import datetime, timezone
 from typing import Annotated, Any, Iterator
 
 import msgspec
@@ -53,12 +52,12 @@ class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False
     classes: tuple[_Count, ...]
 
 
-class ParentRef(msgspec.Struct, frozen=True, gc=False):
+class ParentRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """A model this expert was derived from. ``role`` is ``base`` (started from) or ``expert`` (distilled)."""
 
-    id: str
-    digest: str
-    role: str = "base"
+    id: _Id
+    digest: _Sha256
+    role: Annotated[str, msgspec.Meta(max_length=32)]
 
 
 class FileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
@@ -68,36 +67,43 @@ class FileRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fal
     size: _Count
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+_Text = Annotated[str, msgspec.Meta(max_length=256)]
+_Short = Annotated[str, msgspec.Meta(max_length=64)]
+# A free-form value (hyperparameters, buffer facts): a scalar is checked by the decoder; a list or dict is
+# walked by _json_ok (its items are decoded as Any, where only the walk can refuse an integer beyond 64 bits).
+_Value = _Int64 | float | str | bool | None | list | dict
 
 
-class ExpertCard(msgspec.Struct):
+class ExpertCard(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Everything zoo records about an expert; serialised as ``zoo.json``.
 
     ``digest`` is the sha256 of the expert's content (weights, buffer, config, tasks, name, parents) and ``id``
-    its first 16 hex digits, so adding the same expert twice yields the same id. A msgspec struct (like
-    :class:`TaskSpec`, :class:`ParentRef` and :class:`FileRecord`): made in C, so that a query returning
-    thousands of cards spends its time checking them, not building them.
+    its first 16 hex digits, so adding the same expert twice yields the same id. Every field is given by
+    keyword and required, as in ``zoo.json``, except ``seed`` and ``buffer``.
+
+    A msgspec struct (like :class:`TaskSpec`, :class:`ParentRef` and :class:`FileRecord`), and its own decoding
+    shape: the compiled path (:func:`_fast_card`) builds cards in C, and the annotations are the limits it
+    checks there (lengths, 64-bit ranges, ``format_version`` no newer than this zoo's). Building a card by hand
+    checks nothing; :meth:`validate` does.
     """
 
-    id: str
-    digest: str
+    id: _Id
+    digest: _Sha256
     name: str
-    architecture: str
-    num_classes: int
+    architecture: _Text
+    num_classes: _Count
     tasks: list[TaskSpec]
-    parents: list[ParentRef] = msgspec.field(default_factory=list)
-    method: str = "unknown"
-    hyperparameters: dict[str, Any] = msgspec.field(default_factory=dict)
-    seed: int | None = None
-    metrics: dict[str, float | None] = msgspec.field(default_factory=dict)
-    buffer: dict[str, Any] | None = None
-    labels: list[str] = msgspec.field(default_factory=list)
-    files: dict[str, FileRecord] = msgspec.field(default_factory=dict)
-    created_at: str = msgspec.field(default_factory=_now)
-    zoo_version: str = "0+unknown"
-    format_version: int = FORMAT_VERSION
+    parents: list[ParentRef]
+    method: _Text
+    hyperparameters: dict[str, _Value]
+    seed: _Int64 | None = None
+    metrics: dict[Annotated[str, msgspec.Meta(max_length=128)], _Int64 | float | None]
+    buffer: dict[str, _Value] | None = None
+    labels: list[_Text]
+    files: dict[str, FileRecord]
+    created_at: _Short
+    zoo_version: _Short
+    format_version: Annotated[int, msgspec.Meta(ge=INT_MIN, le=FORMAT_VERSION)]
 
     @property
     def task_ids(self) -> list[int]:
@@ -396,49 +402,15 @@ def _parse_card(data: Any, source: str) -> ExpertCard:
 # --- the compiled path ---------------------------------------------------------------------------------
 #
 # ``_parse_card`` walks a card in Python: ~30 µs, which is what a query returning thousands of cards from the
-# index costs. ``_fast_card`` decodes the same text with msgspec into typed shapes (strict JSON, strict types,
-# every field present, no unknown field, floats finite) and then runs the value rules the shapes cannot state.
+# index costs. ``_fast_card`` decodes the same text with msgspec straight into ExpertCard, whose annotations
+# are the shapes (strict JSON, strict types, every required field present, no unknown field, floats finite),
+# and then runs the value rules the annotations cannot state.
 # It only ever *accepts*: whatever it is not sure of (a non-ASCII or escaped string, an unknown field, a bad
 # value) returns None and goes to ``_parse_card``, which gives the verdict and the message. So the accepted
 # set is the full parser's, and tests/test_card.py checks the two agree on valid and mutated cards.
 
 
-class _ParentShape(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    # ParentRef without its default: the decoder must refuse a parent with no role, as _parse_card does.
-    id: _Id
-    digest: _Sha256
-    role: Annotated[str, msgspec.Meta(max_length=32)]
-
-
-_Text = Annotated[str, msgspec.Meta(max_length=256)]
-_Short = Annotated[str, msgspec.Meta(max_length=64)]
-# A free-form value (hyperparameters, buffer facts): a scalar is checked in C; a list or dict is walked by
-# _json_ok (its items are decoded as Any, where only the walk can refuse an integer beyond 64 bits).
-_Value = _Int64 | float | str | bool | None | list | dict
-
-
-class _CardShape(msgspec.Struct, forbid_unknown_fields=True):
-    # ExpertCard without defaults: every field but seed and buffer must be present, as _parse_card requires.
-    format_version: Annotated[int, msgspec.Meta(ge=INT_MIN, le=FORMAT_VERSION)]
-    id: _Id
-    digest: _Sha256
-    name: str
-    architecture: _Text
-    num_classes: _Count
-    tasks: list[TaskSpec]
-    parents: list[_ParentShape]
-    method: _Text
-    hyperparameters: dict[str, _Value]
-    metrics: dict[Annotated[str, msgspec.Meta(max_length=128)], _Int64 | float | None]
-    labels: list[_Text]
-    files: dict[str, FileRecord]
-    created_at: _Short
-    zoo_version: _Short
-    seed: _Int64 | None = None
-    buffer: dict[str, _Value] | None = None
-
-
-_DECODER = msgspec.json.Decoder(_CardShape)
+_DECODER = msgspec.json.Decoder(ExpertCard)
 
 
 def _fast_card(text: str | bytes) -> ExpertCard | None:
@@ -449,24 +421,21 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
     if not text.isascii() or backslash in text or delete in text:
         return None
     try:
-        c = _DECODER.decode(text)
+        card = _DECODER.decode(text)
     except (msgspec.DecodeError, RecursionError):  # ValidationError included; absurd nesting
         return None
-    # The shapes hold types, ranges and lengths (checked in C); patterns are checked here, where they cost
-    # a tenth of what msgspec's calls back into ``re`` do.
-    if not (c.digest.startswith(c.id) and _hex_digests(c) and is_name(c.name)
-            and (c.files.keys() <= _USUAL_FILES or all(_file_name_ok(n) for n in c.files))
-            and _values_ok(c.hyperparameters) and (c.buffer is None or _values_ok(c.buffer))):
+    # The annotations hold types, ranges and lengths (checked in C); patterns are checked here, where they
+    # cost a tenth of what msgspec's calls back into ``re`` do.
+    if not (card.digest.startswith(card.id) and _hex_digests(card) and is_name(card.name)
+            and (card.files.keys() <= _USUAL_FILES or all(_file_name_ok(n) for n in card.files))
+            and _values_ok(card.hyperparameters) and (card.buffer is None or _values_ok(card.buffer))):
         return None
-    metrics = c.metrics
-    if any(type(v) is int for v in metrics.values()):  # a card may say 1 for 1.0; ExpertCard holds floats
-        metrics = {k: (v if v is None else float(v)) for k, v in metrics.items()}
-    return ExpertCard(c.id, c.digest, c.name, c.architecture, c.num_classes, c.tasks,
-                      [ParentRef(p.id, p.digest, p.role) for p in c.parents], c.method, c.hyperparameters, c.seed,
-                      metrics, c.buffer, c.labels, c.files, c.created_at, c.zoo_version, c.format_version)
+    if int in map(type, card.metrics.values()):  # a card may say 1 for 1.0; ExpertCard holds floats
+        card.metrics = {k: (v if v is None else float(v)) for k, v in card.metrics.items()}
+    return card
 
 
-def _hex_digests(c: _CardShape) -> bool:
+def _hex_digests(c: ExpertCard) -> bool:
     # Every digest of the card (the shapes fixed their lengths) is lowercase hex: all of them joined are the
     # canonical hex of their bytes (fromhex would also take capitals and spaces; hex() writes neither). The
     # id is the digest's prefix, so it is covered.

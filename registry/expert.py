@@ -13,10 +13,11 @@ import json
 import os
 import queue
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from .card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json, render_model_card
+from .card import CARD_FILE, FORMAT_VERSION, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json, render_model_card
 from .errors import ArchitectureMismatchError, CardError, CorruptExpertError
 from .names import validate_name
 from .settings import DEFAULT_MAX_SHARD_SIZE, zoo_version
@@ -203,7 +204,8 @@ def write_expert(
         metrics={k: (None if v is None else float(v)) for k, v in normalise_json(dict(metrics or {})).items()},
         buffer=(normalise_json({"num_samples": int(next(iter(buffer.values())).shape[0]),
                                 "tensors": sorted(buffer), **(buffer_info or {})}) if buffer else None),
-        labels=list(labels), zoo_version=zoo_version(),
+        labels=list(labels), files={}, created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        zoo_version=zoo_version(), format_version=FORMAT_VERSION,
     ).validate()
     digest = ContentDigest(_identity(name, config_dict, task_specs, parent_refs))
     _digest_tensors(digest, "model", state)

@@ -17,10 +17,10 @@ from registry.errors import CardError
 def _cards() -> list[ExpertCard]:
     sha = "0123456789abcdef" * 4
     plain = ExpertCard(id=sha[:16], digest=sha, name="mlp-ewc-t07", architecture="mlp", num_classes=4,
-                       tasks=[TaskSpec(7, (14, 15))], method="ewc", hyperparameters={"lr": 0.1, "epochs": 5},
-                       seed=3, metrics={"accuracy": 0.9, "forgetting": None},
+                       tasks=[TaskSpec(7, (14, 15))], parents=[], method="ewc", hyperparameters={"lr": 0.1, "epochs": 5},
+                       seed=3, metrics={"accuracy": 0.9, "forgetting": None}, labels=[],
                        files={"model.safetensors": FileRecord("ab" * 32, 1056), "config.json": FileRecord("cd" * 32, 9)},
-                       created_at="2026-12-02T00:00:00.000000+00:00", zoo_version="0.1.0")
+                       created_at="2026-12-02T00:00:00.000000+00:00", zoo_version="0.1.0", format_version=1)
     rich = ExpertCard(id="fedcba9876543210", digest="fedcba9876543210" + "1" * 48, name="bmc.base+v2",
                       architecture="resnet32", num_classes=10, tasks=[TaskSpec(0, (0, 1)), TaskSpec(3, (6, 7, 8))],
                       parents=[ParentRef(sha[:16], sha, "base"), ParentRef("00" * 8, "00" * 32, "expert")],
@@ -28,7 +28,7 @@ def _cards() -> list[ExpertCard]:
                                                      "input": {"shape": [3, 32, 32], "mean": [0.5, 0.5, 0.5]}},
                       seed=None, metrics={"test_class_il_accuracy": 1, "x": -0.0}, labels=["paper", "baseline"],
                       buffer={"samples": 100, "classes": [0, 1]}, files={"model.safetensors": FileRecord("ef" * 32, 0)},
-                      created_at="2026-12-02T00:00:01+00:00", zoo_version="0.1.0")
+                      created_at="2026-12-02T00:00:01+00:00", zoo_version="0.1.0", format_version=1)
     return [plain, rich]
 
 
@@ -151,8 +151,12 @@ def test_a_card_copies_pickles_and_gives_plain_data_that_shares_nothing():
         assert pickle.loads(pickle.dumps(card)) == card == copy.deepcopy(card)
         renamed = replace(card, name="other")
         assert renamed.name == "other" and card.name != "other" and renamed.files == card.files
-    # a card made with the defaults gets a creation time and empty fields, one set per card
-    a = ExpertCard(id="0" * 16, digest="0" * 64, name="a", architecture="mlp", num_classes=2, tasks=[])
-    b = ExpertCard(id="1" * 16, digest="1" * 64, name="b", architecture="mlp", num_classes=2, tasks=[])
-    a.labels.append("x")
-    assert b.labels == [] and a.created_at.endswith("+00:00") and a.method == "unknown" and a.parents == []
+    # every field but seed and buffer is required, by keyword, as in zoo.json
+    fields = {k: v for k, v in _cards()[0].to_dict().items() if k not in ("seed", "buffer")}
+    fields["tasks"] = _cards()[0].tasks
+    assert ExpertCard(**fields).seed is None
+    for missing in ("files", "created_at", "parents"):
+        with pytest.raises(TypeError, match=missing):
+            ExpertCard(**{k: v for k, v in fields.items() if k != missing})
+    with pytest.raises(TypeError):
+        ExpertCard(*fields.values())
