@@ -146,8 +146,18 @@ class ExpertCard(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     def validate(self) -> "ExpertCard":
         """Check this card exactly as one read from disk would be checked (every value storable in JSON and
-        in the index); return it, or raise :class:`CardError` naming the first bad field."""
-        _parse_card(json.loads(self.to_json()), CARD_FILE)
+        in the index), and that it would read back as itself; return it, or raise :class:`CardError` naming
+        the first bad field."""
+        for key in ("hyperparameters", "metrics", "buffer"):  # free-form: name the nested field and type
+            check_json_value(getattr(self, key), key, CARD_FILE)
+        # to_dict turns what JSON lacks (bytes, sets, dates, structs) into something it has; a card holding
+        # such a value would be stored as something else than it holds, so it is refused.
+        back = _parse_card(json.loads(self.to_json()), CARD_FILE)
+        for key in self.__struct_fields__:
+            value = getattr(self, key)
+            if getattr(back, key) != value:
+                raise CardError(f"{CARD_FILE}: field '{key}' would not read back as it is "
+                                f"({type(value).__name__} {value!r:.60})")
         return self
 
 

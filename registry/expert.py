@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import queue
 import threading
@@ -156,6 +158,17 @@ def _identity(name: str, config: dict[str, Any], tasks: list[TaskSpec], parents:
 
 # --- writing -----------------------------------------------------------------------------------------------
 
+def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
+    """Metrics as the card holds them: floats (numpy and other real scalars converted), None for a missing or
+    non-finite value; anything else (a string, bytes, a bool, a tensor) is refused, naming the metric."""
+    out: dict[str, float | None] = {}
+    for key, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise CardError(f"{CARD_FILE}: field 'metrics.{key}' must be a number or null, got {type(value).__name__}")
+        out[key] = None if value is None or not math.isfinite(value) else float(value)
+    return out
+
+
 def write_expert(
     directory: str | Path,
     model: "nn.Module",
@@ -201,7 +214,7 @@ def write_expert(
         id="0" * 16, digest="0" * 64, name=name, architecture=config.architecture, num_classes=config.num_classes,
         tasks=task_specs, parents=parent_refs, method=method,
         hyperparameters=normalise_json(dict(hyperparameters or {})), seed=seed,
-        metrics={k: (None if v is None else float(v)) for k, v in normalise_json(dict(metrics or {})).items()},
+        metrics=_metric_values(metrics or {}),
         buffer=(normalise_json({"num_samples": int(next(iter(buffer.values())).shape[0]),
                                 "tensors": sorted(buffer), **(buffer_info or {})}) if buffer else None),
         labels=list(labels), files={}, created_at=datetime.now(timezone.utc).isoformat(timespec="microseconds"),

@@ -4,10 +4,15 @@ and gives the same card."""
 from __future__ import annotations
 
 import copy
+import datetime
+import decimal
 import json
+import pathlib
 import random
+import re
 from typing import Any
 
+import msgspec
 import pytest
 
 from registry.card import CARD_FILE, ExpertCard, FileRecord, ParentRef, TaskSpec, _fast_card, _parse_card, loads_strict
@@ -160,3 +165,52 @@ def test_a_card_copies_pickles_and_gives_plain_data_that_shares_nothing():
             ExpertCard(**{k: v for k, v in fields.items() if k != missing})
     with pytest.raises(TypeError):
         ExpertCard(*fields.values())
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("hyperparameters", {"v": {1, 2}}, "hyperparameters.v' holds a set"),
+    ("hyperparameters", {"v": b"ab"}, "hyperparameters.v' holds a bytes"),
+    ("hyperparameters", {"v": {"deep": [datetime.date(2026, 1, 1)]}}, "hyperparameters.v.deep[0]' holds a date"),
+    ("hyperparameters", {"v": pathlib.Path("a")}, "holds a PosixPath"),
+    ("hyperparameters", {"v": (1, 2)}, "holds a tuple"),
+    ("buffer", {"classes": frozenset({1})}, "buffer.classes' holds a frozenset"),
+    ("metrics", {"acc": decimal.Decimal("0.5")}, "metrics.acc' holds a Decimal"),
+    ("metrics", {"acc": float("nan")}, "non-finite"),
+    ("labels", [b"paper"], "field 'labels' would not read back"),
+    ("labels", ("paper",), "field 'labels' would not read back"),
+    ("created_at", datetime.datetime(2026, 1, 1), "field 'created_at' would not read back"),
+    ("name", b"abc", "name"),
+    ("tasks", [TaskSpec(7, [14, 15])], "field 'tasks' would not read back"),
+])
+def test_validate_refuses_a_value_that_would_be_stored_as_something_else(field, value, named):
+    card = _cards()[0]
+    assert card.validate() is card
+    bad = msgspec.structs.replace(card, **{field: value})
+    with pytest.raises(CardError, match=re.escape(named)):
+        bad.validate()
+
+
+def test_write_expert_refuses_such_values_before_writing_anything(tmp_path):
+    from zoo import create_model
+
+    from registry import write_expert
+
+    model = create_model("mlp", 2, in_features=4)
+    for i, extra in enumerate([{"hyperparameters": {"v": {1}}}, {"hyperparameters": {"when": datetime.date.today()}},
+                               {"metrics": {"acc": b"1"}}, {"metrics": {"acc": "0.9"}}, {"metrics": {"acc": True}},
+                               {"labels": [b"x"]}]):
+        with pytest.raises(CardError):
+            write_expert(tmp_path / f"e{i}", model, name="x", tasks=[(0, [0, 1])], **extra)
+        assert not (tmp_path / f"e{i}").exists()
+
+
+def test_write_expert_takes_real_scalars_as_metrics(tmp_path):
+    import numpy as np
+    from zoo import create_model
+
+    from registry import write_expert
+
+    card = write_expert(tmp_path / "e", create_model("mlp", 2, in_features=4), name="x", tasks=[(0, [0, 1])],
+                        metrics={"a": np.float32(0.5), "b": 1, "c": float("inf"), "d": None}).card
+    assert card.metrics == {"a": 0.5, "b": 1.0, "c": None, "d": None}
+    assert all(type(v) is float for v in (card.metrics["a"], card.metrics["b"]))
