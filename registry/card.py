@@ -42,9 +42,9 @@ _Id = Annotated[str, msgspec.Meta(min_length=16, max_length=16)]
 _Sha256 = Annotated[str, msgspec.Meta(min_length=64, max_length=64)]
 
 
-# TaskSpec and FileRecord are msgspec structs so that the compiled decoder builds them itself; they hold only
-# numbers and strings, so they can never be part of a reference cycle and stay out of the garbage collector's
-# lists (gc=False), which a find returning thousands of cards would otherwise fill.
+# TaskSpec, ParentRef and FileRecord are msgspec structs so that the compiled decoder builds them itself; they
+# hold only numbers and strings, so they can never be part of a reference cycle and stay out of the garbage
+# collector's lists (gc=False), which a find returning thousands of cards would otherwise fill.
 class TaskSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """One task an expert was trained on: its global id and the global class ids it covers (head order)."""
 
@@ -446,7 +446,7 @@ def _fast_card(text: str | bytes) -> ExpertCard | None:
 
 
 def _hex_digests(c: ExpertCard) -> bool:
-    # Every digest of the card (the shapes fixed their lengths) is lowercase hex: all of them joined are the
+    # Every digest of the card (the annotations fixed their lengths) is lowercase hex: all of them joined are the
     # canonical hex of their bytes (fromhex would also take capitals and spaces; hex() writes neither). The
     # id is the digest's prefix, so it is covered.
     parts = [c.digest]
