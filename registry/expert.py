@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 import os
 import queue
 import threading
@@ -159,13 +158,19 @@ def _identity(name: str, config: dict[str, Any], tasks: list[TaskSpec], parents:
 # --- writing -----------------------------------------------------------------------------------------------
 
 def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
-    """Metrics as the card holds them: floats (numpy and other real scalars converted), None for a missing or
-    non-finite value; anything else (a string, bytes, a bool, a tensor) is refused, naming the metric."""
+    """Metrics as the card holds them: floats (from any number: numpy scalars, one-element tensors), None for
+    a missing or non-finite value; anything else (a string, bytes, a bool, a list) is refused, naming it."""
     out: dict[str, float | None] = {}
     for key, value in metrics.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+        number = None
+        if value is not None and not isinstance(value, bool) and hasattr(type(value), "__float__"):
+            try:
+                number = float(value)
+            except (TypeError, ValueError, RuntimeError):  # a tensor of several elements, say
+                pass
+        if value is not None and number is None:
             raise CardError(f"{CARD_FILE}: field 'metrics.{key}' must be a number or null, got {type(value).__name__}")
-        out[key] = None if value is None or not math.isfinite(value) else float(value)
+        out[key] = number if number is not None and math.isfinite(number) else None
     return out
 
 

@@ -191,6 +191,7 @@ def test_validate_refuses_a_value_that_would_be_stored_as_something_else(field, 
 
 
 def test_write_expert_refuses_such_values_before_writing_anything(tmp_path):
+    import torch
     from zoo import create_model
 
     from registry import write_expert
@@ -198,6 +199,7 @@ def test_write_expert_refuses_such_values_before_writing_anything(tmp_path):
     model = create_model("mlp", 2, in_features=4)
     for i, extra in enumerate([{"hyperparameters": {"v": {1}}}, {"hyperparameters": {"when": datetime.date.today()}},
                                {"metrics": {"acc": b"1"}}, {"metrics": {"acc": "0.9"}}, {"metrics": {"acc": True}},
+                               {"metrics": {"acc": [0.5]}}, {"metrics": {"acc": torch.ones(2)}},
                                {"labels": [b"x"]}]):
         with pytest.raises(CardError):
             write_expert(tmp_path / f"e{i}", model, name="x", tasks=[(0, [0, 1])], **extra)
@@ -206,11 +208,13 @@ def test_write_expert_refuses_such_values_before_writing_anything(tmp_path):
 
 def test_write_expert_takes_real_scalars_as_metrics(tmp_path):
     import numpy as np
+    import torch
     from zoo import create_model
 
     from registry import write_expert
 
     card = write_expert(tmp_path / "e", create_model("mlp", 2, in_features=4), name="x", tasks=[(0, [0, 1])],
-                        metrics={"a": np.float32(0.5), "b": 1, "c": float("inf"), "d": None}).card
-    assert card.metrics == {"a": 0.5, "b": 1.0, "c": None, "d": None}
+                        metrics={"a": np.float32(0.5), "b": 1, "c": float("inf"), "d": None,
+                                 "e": torch.tensor(0.25)}).card
+    assert card.metrics == {"a": 0.5, "b": 1.0, "c": None, "d": None, "e": 0.25}
     assert all(type(v) is float for v in (card.metrics["a"], card.metrics["b"]))
