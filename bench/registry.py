@@ -32,11 +32,14 @@ temporary folder) and removed at the end.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import gc
+import hashlib
+import json
+import multiprocessing
 import os
 import random
 import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -360,8 +363,6 @@ def _save_job(root: Path, k: int) -> list[float]:
 
 def bench_find(base: Path, n: int, n_tasks: int, reps: int, mode: str, save_sample: int,
                analyze: bool = False) -> list[Table]:
-    import multiprocessing
-
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-find-", dir=base))
     try:
         root = work / "reg"
@@ -427,9 +428,6 @@ def _time_queries(root: Path, n: int, n_tasks: int, reps: int, built: dict[str, 
     assert n_children == len(reg.find(Query(parent=parent)))
     # What a query returning thousands of cards cannot avoid, timed beside it: SQLite fetching the matching
     # rows' text (the same connection settings), and json.loads of that text (no validation, no card).
-    import json
-    import sqlite3
-
     raw = sqlite3.connect(root / "index.sqlite")
     raw.execute("PRAGMA mmap_size = 1073741824")
     for what, sql, arg in ((f"task={task}", "SELECT card FROM experts WHERE id IN "

@@ -18,7 +18,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
-from .card import CARD_FILE, FORMAT_VERSION, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json, render_model_card
+from .card import (CARD_FILE, FORMAT_VERSION, ExpertCard, FileRecord, ParentRef, TaskSpec, normalise_json,
+                   render_model_card)
 from .errors import ArchitectureMismatchError, CardError, CorruptExpertError
 from .names import validate_name
 from .settings import DEFAULT_MAX_SHARD_SIZE, zoo_version
@@ -162,15 +163,17 @@ def _metric_values(metrics: Mapping[str, Any]) -> dict[str, float | None]:
     a missing or non-finite value; anything else (a string, bytes, a bool, a list) is refused, naming it."""
     out: dict[str, float | None] = {}
     for key, value in metrics.items():
-        number = None
-        if value is not None and not isinstance(value, bool) and hasattr(type(value), "__float__"):
-            try:
-                number = float(value)
-            except (TypeError, ValueError, RuntimeError):  # a tensor of several elements, say
-                pass
-        if value is not None and number is None:
-            raise CardError(f"{CARD_FILE}: field 'metrics.{key}' must be a number or null, got {type(value).__name__}")
-        out[key] = number if number is not None and math.isfinite(number) else None
+        if value is None:
+            out[key] = None
+            continue
+        try:
+            if isinstance(value, (bool, str, bytes, bytearray)):  # float() parses text, and a bool is an int
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError, RuntimeError):  # RuntimeError: a tensor of several elements
+            raise CardError(f"{CARD_FILE}: field 'metrics.{key}' must be a number or null, "
+                            f"got {type(value).__name__}") from None
+        out[key] = number if math.isfinite(number) else None
     return out
 
 
